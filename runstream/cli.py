@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -26,7 +25,9 @@ def home_dir(home: Optional[Path] = None) -> Path:
     return Path(os.environ.get("RUNSTREAM_HOME", Path.home() / ".runstream"))
 
 
-HomeOpt = typer.Option(None, "--home", help="Stack directory (default $RUNSTREAM_HOME or ~/.runstream).")
+HomeOpt = typer.Option(
+    None, "--home", help="Stack directory (default $RUNSTREAM_HOME or ~/.runstream)."
+)
 
 
 def _progress(msg: str) -> None:
@@ -46,7 +47,8 @@ def install(home: Optional[Path] = HomeOpt) -> None:
 def up(
     home: Optional[Path] = HomeOpt,
     backend: str = typer.Option(
-        "local", help="local (Maven Kafka + SeaweedFS + chDB) or containers (needs Docker)."),
+        "local", help="local (Maven Kafka + SeaweedFS + chDB) or containers (needs Docker)."
+    ),
 ) -> None:
     """Start the local stack (idempotent) and print how to reach it."""
     from runstream.stack import LocalStack, StackError
@@ -58,9 +60,11 @@ def up(
         if not ok:
             console.print(f"[red]containers backend unavailable:[/red] {why}")
             raise typer.Exit(2)
-        console.print("[yellow]the containers backend runs inside a test session only "
-                      "(testcontainers removes its containers when the process exits); "
-                      "use it through RUNSTREAM_TEST_STACK=containers make test[/yellow]")
+        console.print(
+            "[yellow]the containers backend runs inside a test session only "
+            "(testcontainers removes its containers when the process exits); "
+            "use it through RUNSTREAM_TEST_STACK=containers make test[/yellow]"
+        )
         raise typer.Exit(2)
     if backend != "local":
         console.print(f"[red]unknown backend {backend!r}[/red] (local or containers)")
@@ -83,7 +87,9 @@ def down(home: Optional[Path] = HomeOpt) -> None:
 
     stack = LocalStack(home_dir(home))
     stopped = stack.down(_progress)
-    console.print(f"[green]stopped[/green] {', '.join(stopped)}" if stopped else "nothing was running")
+    console.print(
+        f"[green]stopped[/green] {', '.join(stopped)}" if stopped else "nothing was running"
+    )
 
 
 @app.command()
@@ -99,13 +105,21 @@ def status(home: Optional[Path] = HomeOpt, as_json: bool = typer.Option(False, "
     for name, d in info.items():
         if name == "stale":
             continue
-        table.add_row(name, str(d.get("running", "")), str(d.get("ready", "")), str(d.get("pid") or ""),
-                      str(d.get("port") or d.get("url") or ""), str(d.get("log") or d.get("note") or ""))
+        table.add_row(
+            name,
+            str(d.get("running", "")),
+            str(d.get("ready", "")),
+            str(d.get("pid") or ""),
+            str(d.get("port") or d.get("url") or ""),
+            str(d.get("log") or d.get("note") or ""),
+        )
     Console().print(table)
     stale = info["stale"]["pids"]
     if stale:
-        console.print(f"[yellow]stale processes referencing this stack: {stale}[/yellow] "
-                      "(`runstream down` stops them)")
+        console.print(
+            f"[yellow]stale processes referencing this stack: {stale}[/yellow] "
+            "(`runstream down` stops them)"
+        )
     if not all(info[c]["running"] for c in ("kafka", "s3")):
         raise typer.Exit(3)
 
@@ -137,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

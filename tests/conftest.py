@@ -39,7 +39,7 @@ def _reap_stale_test_stacks() -> None:
         if d.name.isdigit() and start_ticks(int(d.name)) is not None:
             continue  # that session is still running
         old = LocalStack(d, cache=CACHE)
-        stopped = old.down(progress=lambda m: print(f"[stale test stack {d.name}] {m}"))
+        stopped = old.down(progress=lambda m, tag=d.name: print(f"[stale test stack {tag}] {m}"))
         if stopped:
             print(f"stopped {stopped} left behind by test session {d.name}")
         shutil.rmtree(d, ignore_errors=True)
@@ -85,8 +85,12 @@ def s3_prefix(request: pytest.FixtureRequest) -> str:
 def minio_client(connection: Connection) -> Any:
     from minio import Minio
 
-    return Minio(connection.s3_endpoint.split("://", 1)[1], access_key=connection.s3_access_key,
-                 secret_key=connection.s3_secret_key, secure=False)
+    return Minio(
+        connection.s3_endpoint.split("://", 1)[1],
+        access_key=connection.s3_access_key,
+        secret_key=connection.s3_secret_key,
+        secure=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,23 @@ async def _produce(bootstrap: str, topic: str, n: int) -> None:
         await producer.stop()
 
 
-async def _consume(bootstrap: str, topic: str, n: int, group: str | None = None,
-                   commit: bool = False, timeout: float = 30) -> list[bytes]:
+async def _consume(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    group: str | None = None,
+    commit: bool = False,
+    timeout: float = 30,
+) -> list[bytes]:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     got: list[bytes] = []
     try:
@@ -83,20 +94,29 @@ def test_s3_roundtrip(connection: Connection, minio_client: Any, s3_prefix: str)
 
     bucket = connection.s3_bucket
     payload = os.urandom(6 * 1024 * 1024 + 17)  # > 5 MiB: a real multipart upload
-    minio_client.put_object(bucket, s3_prefix + "blob.bin", io.BytesIO(payload), len(payload),
-                            part_size=5 * 1024 * 1024)
+    minio_client.put_object(
+        bucket, s3_prefix + "blob.bin", io.BytesIO(payload), len(payload), part_size=5 * 1024 * 1024
+    )
     minio_client.put_object(bucket, s3_prefix + "sub/a.txt", io.BytesIO(b"a"), 1)
     assert minio_client.get_object(bucket, s3_prefix + "blob.bin").read() == payload
     assert minio_client.stat_object(bucket, s3_prefix + "blob.bin").size == len(payload)
-    names = sorted(o.object_name for o in minio_client.list_objects(bucket, s3_prefix, recursive=True))
+    names = sorted(
+        o.object_name for o in minio_client.list_objects(bucket, s3_prefix, recursive=True)
+    )
     assert names == [s3_prefix + "blob.bin", s3_prefix + "sub/a.txt"]
     from datetime import timedelta
 
-    url = minio_client.presigned_get_object(bucket, s3_prefix + "sub/a.txt", expires=timedelta(minutes=1))
+    url = minio_client.presigned_get_object(
+        bucket, s3_prefix + "sub/a.txt", expires=timedelta(minutes=1)
+    )
     with urllib.request.urlopen(url, timeout=5) as r:
         assert r.read() == b"a"
-    intruder = Minio(connection.s3_endpoint.split("://")[1], access_key=connection.s3_access_key,
-                     secret_key="not-the-secret", secure=False)
+    intruder = Minio(
+        connection.s3_endpoint.split("://")[1],
+        access_key=connection.s3_access_key,
+        secret_key="not-the-secret",
+        secure=False,
+    )
     with pytest.raises(S3Error):
         intruder.get_object(bucket, s3_prefix + "sub/a.txt")
 
@@ -104,13 +124,16 @@ def test_s3_roundtrip(connection: Connection, minio_client: Any, s3_prefix: str)
 def test_chdb_insert_and_query(chdb_client: Any, ch_database: str) -> None:
     chdb_client.command(
         f"CREATE TABLE {ch_database}.points (run String, step Int64, value Float64) "
-        "ENGINE = MergeTree ORDER BY (run, step)")
+        "ENGINE = MergeTree ORDER BY (run, step)"
+    )
     rows = [[f"r{i % 3}", i, i * 0.5] for i in range(3000)]
     chdb_client.insert(f"{ch_database}.points", rows, column_names=["run", "step", "value"])
     res = chdb_client.query(
-        f"SELECT run, count(), sum(value) FROM {ch_database}.points GROUP BY run ORDER BY run")
+        f"SELECT run, count(), sum(value) FROM {ch_database}.points GROUP BY run ORDER BY run"
+    )
     assert res.result_rows == [
-        (f"r{k}", 1000, sum(i * 0.5 for i in range(3000) if i % 3 == k)) for k in range(3)]
+        (f"r{k}", 1000, sum(i * 0.5 for i in range(3000) if i % 3 == k)) for k in range(3)
+    ]
 
 
 def test_databases_are_isolated(chdb_client: Any, ch_database: str) -> None:

@@ -7,7 +7,7 @@ are not in its state are reported as stale and stopped, never left running.
 
 from __future__ import annotations
 
-from runstream.stack.errors import StackError, StackNotRunning, DockerUnavailable
+from runstream.stack.errors import DockerUnavailable, StackError, StackNotRunning
 from runstream.stack.local import Connection, LocalStack
 
 __all__ = ["Connection", "DockerUnavailable", "LocalStack", "StackError", "StackNotRunning"]

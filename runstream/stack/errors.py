@@ -1,9 +1,9 @@
 """Errors of the local stack.
 
-    StackError
-     ├── ComponentFailed     a component did not install, start or become ready
-     ├── StackNotRunning     an operation needs the stack up
-     └── DockerUnavailable   the testcontainers path was asked for, no engine answers
+StackError
+ ├── ComponentFailed     a component did not install, start or become ready
+ ├── StackNotRunning     an operation needs the stack up
+ └── DockerUnavailable   the testcontainers path was asked for, no engine answers
 """
 
 from __future__ import annotations

@@ -64,9 +64,18 @@ def install(cache: Path, progress: Callable[[str], None] = lambda _: None) -> Pa
     tmp = lib.with_name("lib.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    progress(f"resolving Apache Kafka {kafka_version(pom)} jars from Maven Central (first run only)")
-    cmd = [mvn, "-B", "-f", str(pom), "dependency:copy-dependencies",
-           f"-DoutputDirectory={tmp}", "-Dmdep.useBaseVersion=true"]
+    progress(
+        f"resolving Apache Kafka {kafka_version(pom)} jars from Maven Central (first run only)"
+    )
+    cmd = [
+        mvn,
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-Dmdep.useBaseVersion=true",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
     downloaded = 0
@@ -106,11 +115,19 @@ logger.authorizer.level = WARN
 
 
 def server_properties(
-    node_id: int, broker_port: int, controller_port: int, log_dir: Path, *,
-    partitions: int, voters: Sequence[tuple[int, int]] | None = None, replication: int = 1,
+    node_id: int,
+    broker_port: int,
+    controller_port: int,
+    log_dir: Path,
+    *,
+    partitions: int,
+    voters: Sequence[tuple[int, int]] | None = None,
+    replication: int = 1,
 ) -> str:
     """server.properties for one combined broker+controller node on 127.0.0.1."""
-    quorum = ",".join(f"127.0.0.1:{p}" for _, p in voters) if voters else f"127.0.0.1:{controller_port}"
+    quorum = (
+        ",".join(f"127.0.0.1:{p}" for _, p in voters) if voters else f"127.0.0.1:{controller_port}"
+    )
     min_isr = 1 if replication == 1 else max(1, replication - 1)
     return f"""\
 process.roles=broker,controller
@@ -143,15 +160,32 @@ num.io.threads=4
 """
 
 
-def format_storage(lib: Path, config: Path, log_dir: Path, cluster_id: str, java: str,
-                   initial_controllers: str | None = None) -> None:
+def format_storage(
+    lib: Path,
+    config: Path,
+    log_dir: Path,
+    cluster_id: str,
+    java: str,
+    initial_controllers: str | None = None,
+) -> None:
     """Format the KRaft log dir once (skipped when meta.properties exists)."""
     if (log_dir / "meta.properties").is_file():
         return
     log_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format", "-t", cluster_id,
-           "-c", str(config)]
-    cmd += ["--initial-controllers", initial_controllers] if initial_controllers else ["--standalone"]
+    cmd = [
+        java,
+        "-cp",
+        f"{lib}/*",
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(config),
+    ]
+    cmd += (
+        ["--initial-controllers", initial_controllers] if initial_controllers else ["--standalone"]
+    )
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if res.returncode != 0:
         raise ComponentFailed("kafka", f"storage format failed: {res.stdout}{res.stderr}")
@@ -165,11 +199,17 @@ def start(lib: Path, config: Path, log: Path, java: str, heap_mb: int = 512) -> 
     cfg_dir = config.parent
     (cfg_dir / "log4j2.properties").write_text(LOG4J2)
     argv = [
-        java, f"-Xmx{heap_mb}m", f"-Xms{min(heap_mb, 256)}m", "-XX:+UseG1GC",
+        java,
+        f"-Xmx{heap_mb}m",
+        f"-Xms{min(heap_mb, 256)}m",
+        "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={cfg_dir / 'log4j2.properties'}",
         f"-Dkafka.logs.dir={log.parent}",
-        "-cp", f"{lib}/*", "kafka.Kafka", str(config),
+        "-cp",
+        f"{lib}/*",
+        "kafka.Kafka",
+        str(config),
     ]
     return spawn("kafka", argv, log)
 
@@ -183,7 +223,9 @@ def probe(bootstrap: str, timeout: float = 5.0) -> int:
         # connection refusals while the broker boots are expected; keep them out of the output
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
+        )
         try:
             await asyncio.wait_for(admin.start(), timeout)
             meta = await asyncio.wait_for(admin.describe_cluster(), timeout)
@@ -235,7 +277,9 @@ def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) 
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            new = [NewTopic(name, n, replication) for name, n in topics.items() if name not in existing]
+            new = [
+                NewTopic(name, n, replication) for name, n in topics.items() if name not in existing
+            ]
             if new:
                 await admin.create_topics(new)
         finally:

@@ -21,8 +21,8 @@ from typing import Callable
 
 from runstream.stack import kafka, seaweed
 from runstream.stack.errors import ComponentFailed, StackNotRunning
-from runstream.stack.procs import ProcessRecord, processes_referencing, stop
 from runstream.stack.ports import free_ports, is_free
+from runstream.stack.procs import ProcessRecord, kill, processes_referencing, start_ticks, stop
 
 EVENTS_TOPIC = "runstream.events.v1"
 DLQ_TOPIC = "runstream.events.v1.dlq"
@@ -65,8 +65,15 @@ class _State:
 class LocalStack:
     """The real local stack under `home` (jars cached under `cache`, shared between stacks)."""
 
-    def __init__(self, home: Path, cache: Path | None = None, *, partitions: int = 4,
-                 java: str | None = None, kafka_heap_mb: int = 512) -> None:
+    def __init__(
+        self,
+        home: Path,
+        cache: Path | None = None,
+        *,
+        partitions: int = 4,
+        java: str | None = None,
+        kafka_heap_mb: int = 512,
+    ) -> None:
         self.home = Path(home).resolve()
         self.cache = Path(cache).resolve() if cache else self.home / "cache"
         self.dir = self.home / "stack"
@@ -140,8 +147,8 @@ class LocalStack:
 
     def _stop_stale(self, progress: Progress) -> None:
         for pid, argv in self.stale():
-            progress(f"stale process from an earlier run: pid {pid} ({' '.join(argv)[:100]}…); stopping it")
-            from runstream.stack.procs import start_ticks
+            shown = " ".join(argv)[:100]
+            progress(f"stale process from an earlier run: pid {pid} ({shown}…); stopping it")
 
             ticks = start_ticks(pid)
             if ticks is not None:
@@ -216,8 +223,12 @@ class LocalStack:
         for name in ("kafka", "s3"):
             rec = recs.get(name)
             alive = bool(rec and rec.alive())
-            info: dict[str, object] = {"running": alive, "pid": rec.pid if rec else None,
-                                       "port": st.ports.get(name), "log": rec.log if rec else None}
+            info: dict[str, object] = {
+                "running": alive,
+                "pid": rec.pid if rec else None,
+                "port": st.ports.get(name),
+                "log": rec.log if rec else None,
+            }
             if alive and name == "kafka":
                 try:
                     info["ready"] = kafka.probe(self._bootstrap(st), timeout=3) >= 1
@@ -232,8 +243,11 @@ class LocalStack:
                     info["ready"] = False
                     info["error"] = str(exc)
             out[name] = info
-        out["clickhouse"] = {"running": None, "url": f"chdb://{self.chdb_dir}",
-                             "note": "embedded (chDB): opened by the serve process"}
+        out["clickhouse"] = {
+            "running": None,
+            "url": f"chdb://{self.chdb_dir}",
+            "note": "embedded (chDB): opened by the serve process",
+        }
         out["stale"] = {"pids": [pid for pid, _ in self.stale()]}
         return out
 
@@ -246,14 +260,18 @@ class LocalStack:
         if not st.cluster_id:
             st.cluster_id = kafka.new_cluster_id()
         need_kafka = "kafka" not in running and not all(
-            is_free(st.ports.get(k, 0)) for k in ("kafka", "kafka_controller"))
+            is_free(st.ports.get(k, 0)) for k in ("kafka", "kafka_controller")
+        )
         if need_kafka or "kafka" not in st.ports:
             st.ports["kafka"], st.ports["kafka_controller"] = free_ports(2)
         need_s3 = "s3" not in running and not all(
             st.ports.get(k) and is_free(st.ports[k]) and is_free(st.ports[k] + 10000)
-            for k in seaweed.PORT_NAMES)
+            for k in seaweed.PORT_NAMES
+        )
         if need_s3:
-            for name, port in zip(seaweed.PORT_NAMES, free_ports(len(seaweed.PORT_NAMES), with_grpc_twin=True)):
+            for name, port in zip(
+                seaweed.PORT_NAMES, free_ports(len(seaweed.PORT_NAMES), with_grpc_twin=True)
+            ):
                 st.ports[name] = port
 
     def _bootstrap(self, st: _State) -> str:
@@ -264,27 +282,31 @@ class LocalStack:
         cfg = kdir / "config" / "server.properties"
         cfg.parent.mkdir(parents=True, exist_ok=True)
         data = kdir / "data"
-        cfg.write_text(kafka.server_properties(
-            1, st.ports["kafka"], st.ports["kafka_controller"], data, partitions=self.partitions))
+        cfg.write_text(
+            kafka.server_properties(
+                1, st.ports["kafka"], st.ports["kafka_controller"], data, partitions=self.partitions
+            )
+        )
         lib = kafka.lib_dir(self.cache)
         kafka.format_storage(lib, cfg, data, st.cluster_id, self.java)
         return kafka.start(lib, cfg, self.logs / "kafka.log", self.java, self.kafka_heap_mb)
 
     def _start_s3(self, st: _State) -> ProcessRecord:
         ports = {n: st.ports[n] for n in seaweed.PORT_NAMES}
-        return seaweed.start(self.dir / "s3" / "data", self.logs / "s3", ports,
-                             st.access_key, st.secret_key)
+        return seaweed.start(
+            self.dir / "s3" / "data", self.logs / "s3", ports, st.access_key, st.secret_key
+        )
 
     # ---- fault injection (tests) -------------------------------------------------------
     def restart_kafka(self, *, hard: bool = False, timeout: float = 60.0) -> float:
         """Stop (SIGKILL when hard) and start the broker on the same data and port."""
-        from runstream.stack.procs import kill
-
         with self._locked():
             st = self._load()
             recs = self.records()
-            if "kafka" in recs:
-                kill(recs["kafka"]) if hard else stop(recs["kafka"])
+            if "kafka" in recs and hard:
+                kill(recs["kafka"])
+            elif "kafka" in recs:
+                stop(recs["kafka"])
             rec = self._start_kafka(st)
             recs["kafka"] = rec
             st.processes = [r.to_json() for r in recs.values()]

@@ -25,7 +25,12 @@ class ProcessRecord:
         return start_ticks(self.pid) == self.start_ticks
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "pid": self.pid, "start_ticks": self.start_ticks, "log": self.log}
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "log": self.log,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> ProcessRecord:
@@ -54,15 +59,22 @@ def cmdline(pid: int) -> list[str]:
 
 
 def spawn(
-    name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None,
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ProcessRecord:
     """Start `argv` in its own session (it outlives the caller), output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(env) if env is not None else None,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
         )
     ticks = None

@@ -33,17 +33,29 @@ def weed_binary() -> str:
     return found
 
 
-def start(data: Path, logs: Path, ports: dict[str, int], access_key: str, secret_key: str) -> ProcessRecord:
+def start(
+    data: Path, logs: Path, ports: dict[str, int], access_key: str, secret_key: str
+) -> ProcessRecord:
     data.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     # weed saves mini.options in DATA and lets it override flags on the next start; ports are
     # ours to choose each time, so drop it.
     (data / "mini.options").unlink(missing_ok=True)
     argv = [
-        weed_binary(), f"-logdir={logs}", "mini", f"-dir={data}",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false",
-        "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=100",
-        f"-filer.localSocket={data / 'filer.sock'}", f"-s3.localSocket={data / 's3.sock'}",
+        weed_binary(),
+        f"-logdir={logs}",
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-volume.max=100",
+        f"-filer.localSocket={data / 'filer.sock'}",
+        f"-s3.localSocket={data / 's3.sock'}",
     ]
     for name in PORT_NAMES:
         argv += [f"-{name}.port={ports[name]}", f"-{name}.port.grpc={ports[name] + 10000}"]
@@ -75,8 +87,12 @@ def wait_ready(port: int, rec: ProcessRecord, timeout: float) -> float:
 def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> None:
     from minio import Minio
 
-    client = Minio(endpoint.split("://", 1)[-1], access_key=access_key, secret_key=secret_key,
-                   secure=endpoint.startswith("https"))
+    client = Minio(
+        endpoint.split("://", 1)[-1],
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=endpoint.startswith("https"),
+    )
     deadline = time.monotonic() + 20
     while True:
         try:

@@ -1,0 +1,65 @@
+"""Server-side settings from RUNSTREAM_* variables (cluster shape) or the local stack.
+
+Rule: an environment variable wins; otherwise the local stack's connection file under
+RUNSTREAM_HOME supplies the value; `deploy/compose.yaml` sets exactly these variables
+(tests/test_deploy.py keeps the two in agreement).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+#: field name -> environment variable; the one list of variables the services read.
+ENV_VARS: dict[str, str] = {
+    "kafka_bootstrap": "RUNSTREAM_KAFKA_BOOTSTRAP",
+    "clickhouse_url": "RUNSTREAM_CLICKHOUSE_URL",
+    "s3_endpoint": "RUNSTREAM_S3_ENDPOINT",
+    "s3_access_key": "RUNSTREAM_S3_ACCESS_KEY",
+    "s3_secret_key": "RUNSTREAM_S3_SECRET_KEY",
+    "s3_bucket": "RUNSTREAM_S3_BUCKET",
+    "clickhouse_user": "RUNSTREAM_CLICKHOUSE_USER",
+    "clickhouse_password": "RUNSTREAM_CLICKHOUSE_PASSWORD",
+}
+OPTIONAL = {"s3_bucket", "clickhouse_user", "clickhouse_password"}
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("RUNSTREAM_HOME", Path.home() / ".runstream"))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    kafka_bootstrap: str
+    clickhouse_url: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str = "runstream"
+    clickhouse_user: str = "default"
+    clickhouse_password: str = ""
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, home: Path | None = None) -> ServerSettings:
+        env = os.environ if env is None else env
+        file_values: dict[str, str] = {}
+        conn_file = (home or default_home()) / "stack" / "connection.json"
+        if conn_file.is_file():
+            file_values = json.loads(conn_file.read_text())
+        values: dict[str, str] = {}
+        missing = []
+        for field_name, var in ENV_VARS.items():
+            value = env.get(var) or file_values.get(var)
+            if value:
+                values[field_name] = value
+            elif field_name not in OPTIONAL:
+                missing.append(var)
+        if missing:
+            raise LookupError(
+                f"missing settings {', '.join(missing)}: set them, or run `runstream up` "
+                f"so {conn_file} provides them"
+            )
+        return cls(**values)
