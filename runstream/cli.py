@@ -98,8 +98,11 @@ def status(home: Optional[Path] = HomeOpt, as_json: bool = typer.Option(False, "
     from runstream.stack import LocalStack
 
     info = LocalStack(home_dir(home)).status()
+    running = all(info[c]["running"] for c in ("kafka", "s3"))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
+        if not running:
+            raise typer.Exit(3)
         return
     table = Table("component", "running", "ready", "pid", "port / url", "log")
     for name, d in info.items():
@@ -120,7 +123,7 @@ def status(home: Optional[Path] = HomeOpt, as_json: bool = typer.Option(False, "
             f"[yellow]stale processes referencing this stack: {stale}[/yellow] "
             "(`runstream down` stops them)"
         )
-    if not all(info[c]["running"] for c in ("kafka", "s3")):
+    if not running:
         raise typer.Exit(3)
 
 

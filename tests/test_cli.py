@@ -1,0 +1,43 @@
+"""The `runstream` CLI over the real session stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from runstream.cli import app
+from runstream.stack import LocalStack
+
+runner = CliRunner()
+
+
+@pytest.mark.stack
+def test_status_and_env_of_a_running_stack(stack: LocalStack) -> None:
+    res = runner.invoke(app, ["status", "--json", "--home", str(stack.home)])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["kafka"]["running"] is True
+    assert info["kafka"]["ready"] is True
+    assert info["s3"]["ready"] is True
+    assert info["stale"]["pids"] == []
+    env = runner.invoke(app, ["env", "--home", str(stack.home)])
+    assert env.exit_code == 0
+    assert f"export RUNSTREAM_KAFKA_BOOTSTRAP={stack.connection().kafka_bootstrap}" in env.stdout
+
+
+def test_status_of_a_stack_that_is_not_up(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["status", "--json", "--home", str(tmp_path)])
+    assert res.exit_code == 3
+    assert json.loads(res.stdout)["kafka"]["running"] is False
+    res = runner.invoke(app, ["env", "--home", str(tmp_path)])
+    assert res.exit_code == 3
+    assert "runstream up" in res.output
+
+
+def test_unknown_backend_is_refused(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["up", "--backend", "kubernetes", "--home", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unknown backend" in res.output
