@@ -16,7 +16,8 @@ import yaml
 
 from runstream.cli import app
 from runstream.settings import ENV_VARS
-from runstream.stack.local import DLQ_TOPIC, EVENTS_TOPIC, Connection
+from runstream.stack.local import Connection
+from schemas import DLQ_TOPIC, EVENTS_TOPIC
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runstream.stack.errors import DockerUnavailable
-from runstream.stack.local import DEFAULT_BUCKET, DLQ_TOPIC, EVENTS_TOPIC, Connection
+from runstream.stack.local import DEFAULT_BUCKET, Connection
+from schemas import DLQ_TOPIC, EVENTS_TOPIC
 
 KAFKA_IMAGE = "apache/kafka:4.0.0"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"

@@ -23,9 +23,8 @@ from runstream.stack import kafka, seaweed
 from runstream.stack.errors import ComponentFailed, StackNotRunning
 from runstream.stack.ports import free_ports, is_free
 from runstream.stack.procs import ProcessRecord, kill, processes_referencing, start_ticks, stop
+from schemas import DLQ_TOPIC, EVENTS_TOPIC
 
-EVENTS_TOPIC = "runstream.events.v1"
-DLQ_TOPIC = "runstream.events.v1.dlq"
 DEFAULT_BUCKET = "runstream"
 
 Progress = Callable[[str], None]
