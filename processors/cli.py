@@ -1,0 +1,133 @@
+"""`python -m processors.worker`: run one standalone worker (cluster mode, fault tests).
+
+ClickHouse: `--clickhouse-url http://host:8123` (server) or `--chdb-path DIR` (this process
+then owns that chDB directory). S3 archive credentials come from RUNSTREAM_S3_ACCESS_KEY /
+RUNSTREAM_S3_SECRET_KEY. `--verify` prints the read models' digest as JSON and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+from urllib.parse import urlparse
+
+from processors.archive import EventArchive
+from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
+from processors.digest import digest, point_totals
+from processors.worker import ProjectionWorker, WorkerSettings
+
+#: chDB memory caps (bytes) applied to the worker's own engine: query settings ...
+CHDB_SETTINGS = {
+    "max_memory_usage": 600 * 1024 * 1024,
+    "max_bytes_before_external_group_by": 200 * 1024 * 1024,
+}
+#: ... and server settings (chDB connection-string options; defaults are 5 GiB caches)
+CHDB_OPTIONS = {
+    "max_server_memory_usage": 800 * 1024 * 1024,
+    "mark_cache_size": 64 * 1024 * 1024,
+    "primary_index_cache_size": 64 * 1024 * 1024,
+    "index_mark_cache_size": 64 * 1024 * 1024,
+}
+
+
+def clickhouse_client(url: str | None = None, chdb_path: str | None = None) -> Any:
+    """A clickhouse-connect client for a server URL or an owned chDB directory."""
+    import clickhouse_connect
+
+    if chdb_path:
+        return clickhouse_connect.get_client(
+            dsn=f"chdb://{os.path.abspath(chdb_path)}",
+            settings=CHDB_SETTINGS,
+            chdb_options=CHDB_OPTIONS,
+        )
+    if not url:
+        raise SystemExit("--clickhouse-url or --chdb-path is required")
+    if url.startswith("chdb://"):
+        return clickhouse_connect.get_client(
+            dsn=url, settings=CHDB_SETTINGS, chdb_options=CHDB_OPTIONS
+        )
+    return clickhouse_connect.get_client(dsn=url)
+
+
+def archive_from_args(args: argparse.Namespace) -> EventArchive | None:
+    if not args.s3_endpoint:
+        return None
+    from minio import Minio
+
+    u = urlparse(args.s3_endpoint)
+    client = Minio(
+        u.netloc,
+        access_key=os.environ.get("RUNSTREAM_S3_ACCESS_KEY", ""),
+        secret_key=os.environ.get("RUNSTREAM_S3_SECRET_KEY", ""),
+        secure=u.scheme == "https",
+    )
+    return EventArchive(client, args.s3_bucket, args.s3_prefix)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m processors.worker", description=__doc__)
+    ap.add_argument("--bootstrap", default=os.environ.get("RUNSTREAM_KAFKA_BOOTSTRAP"))
+    ap.add_argument("--topic", default=EVENTS_TOPIC)
+    ap.add_argument("--dlq-topic", default=DLQ_TOPIC)
+    ap.add_argument("--group", default="runstream-processors")
+    ap.add_argument("--instance-id", default=None, help="static group membership id")
+    ap.add_argument("--database", default="runstream")
+    ap.add_argument("--clickhouse-url", default=os.environ.get("RUNSTREAM_CLICKHOUSE_URL"))
+    ap.add_argument("--chdb-path", default=None)
+    ap.add_argument("--s3-endpoint", default=None)
+    ap.add_argument("--s3-bucket", default="runstream")
+    ap.add_argument("--s3-prefix", default="")
+    ap.add_argument("--batch-size", type=int, default=20_000)
+    ap.add_argument("--batch-timeout", type=float, default=0.2)
+    ap.add_argument("--batch-max-mb", type=int, default=16)
+    ap.add_argument("--verify", action="store_true", help="print the digest as JSON and exit")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    client = clickhouse_client(args.clickhouse_url, args.chdb_path)
+    if args.verify:
+        report = {
+            "digest": digest(client, args.database),
+            "points": point_totals(client, args.database),
+        }
+        sys.stdout.write(json.dumps(report) + "\n")
+        return 0
+    if not args.bootstrap:
+        raise SystemExit("--bootstrap (or RUNSTREAM_KAFKA_BOOTSTRAP) is required")
+    worker = ProjectionWorker(
+        client,
+        bootstrap=args.bootstrap,
+        database=args.database,
+        topic=args.topic,
+        dlq_topic=args.dlq_topic,
+        archive=archive_from_args(args),
+        settings=WorkerSettings(
+            group_id=args.group,
+            group_instance_id=args.instance_id,
+            batch_size=args.batch_size,
+            batch_timeout=args.batch_timeout,
+            batch_max_bytes=args.batch_max_mb * 1024 * 1024,
+        ),
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+        await worker.run()
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,126 @@
+"""One batch of one partition, from log records to committed read models (shared by the live
+worker and replay).
+
+Rule: `prepare` (decode, load state, project) runs once per batch; `commit` may be retried
+any number of times with the same prepared batch: intent -> archive -> DLQ -> tables ->
+done. Nothing is acknowledged to Kafka before `commit` returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from processors.archive import EventArchive
+from processors.codec import decode
+from processors.errors import UndecodableEvent
+from processors.model import Decoded, Poison, SourceEvent
+from processors.projection import Projected, project_batch
+from processors.sink import ClickHouseSink
+from processors.state import PartitionState
+from processors.telemetry import WorkerMetrics
+
+DlqSender = Callable[[Sequence[Poison]], Awaitable[None]]
+
+
+@dataclass
+class PreparedBatch:
+    topic: str
+    partition: int
+    records: Sequence[SourceEvent]
+    projected: Projected
+
+    @property
+    def first(self) -> int:
+        return self.records[0].offset
+
+    @property
+    def last(self) -> int:
+        return self.records[-1].offset
+
+
+class BatchProcessor:
+    """Projects and commits batches into one database (`sink`); keeps per-partition state."""
+
+    def __init__(
+        self,
+        sink: ClickHouseSink,
+        *,
+        archive: EventArchive | None = None,
+        dlq: DlqSender | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.sink = sink
+        self.archive = archive
+        self.dlq = dlq
+        self.metrics = metrics
+        self.states: dict[int, PartitionState] = {}
+        #: next offset not yet done per partition (from ClickHouse on first use)
+        self.done: dict[int, int] = {}
+
+    def forget(self, partition: int | None = None) -> None:
+        """Drop cached state (partition revoked, batch abandoned, database switched)."""
+        if partition is None:
+            self.states.clear()
+            self.done.clear()
+        else:
+            self.states.pop(partition, None)
+            self.done.pop(partition, None)
+
+    def prepare(
+        self, topic: str, partition: int, records: Sequence[SourceEvent]
+    ) -> PreparedBatch | None:
+        """Blocking: decode, load missing state from ClickHouse, project (pure).
+
+        Records before the partition's stored position were projected already (a stale
+        consumer, a zombie's redelivery): they are dropped; None when nothing is left.
+        """
+        done = self.done.get(partition)
+        if done is None:
+            resume = self.sink.positions(topic).get(partition)
+            done = self.done[partition] = resume.offset if resume is not None else 0
+        records = [r for r in records if r.offset >= done]
+        if not records:
+            return None
+        decoded: list[Decoded] = []
+        poison: list[Poison] = []
+        for rec in records:
+            try:
+                decoded.append(decode(rec))
+            except UndecodableEvent as exc:
+                poison.append(Poison(rec, str(exc), exc.reason))
+        state = self.states.get(partition)
+        if state is None or state.size() > 200_000:
+            state = self.states[partition] = PartitionState(partition)
+        self.sink.load_state(state, decoded, records[0].offset)
+        projected = project_batch(decoded, state)
+        projected.progress.poison[:0] = poison
+        return PreparedBatch(topic, partition, records, projected)
+
+    async def commit(self, batch: PreparedBatch) -> float:
+        """Write the batch everywhere, then mark it done; returns the sink seconds."""
+        t, p, first, last = batch.topic, batch.partition, batch.first, batch.last
+        await asyncio.to_thread(self.sink.mark_intent, t, p, first, last)
+        if self.archive is not None:
+            await asyncio.to_thread(self.archive.put, t, p, batch.records)
+        if self.dlq is not None and batch.projected.progress.poison:
+            await self.dlq(batch.projected.progress.poison)
+        seconds = await asyncio.to_thread(self.sink.write, t, p, first, last, batch.projected)
+        await asyncio.to_thread(self.sink.mark_done, t, p, first, last, len(batch.records))
+        self.done[p] = last + 1
+        self._count(batch, seconds)
+        return seconds
+
+    def _count(self, batch: PreparedBatch, seconds: float) -> None:
+        m, t, pr = self.metrics, batch.topic, batch.projected.progress
+        if m is None:
+            return
+        m.events.labels(t).inc(pr.events)
+        m.points.labels(t).inc(pr.points)
+        m.duplicates.labels(t).inc(pr.duplicates)
+        m.rejected.labels(t).inc(pr.rejected)
+        m.batches.labels(t).inc()
+        m.sink_seconds.labels(t).observe(seconds)
+        for poison in pr.poison:
+            m.dlq.labels(t, poison.reason).inc()

@@ -1,0 +1,219 @@
+"""Columnar projection of MetricsLogged: packed little-endian columns -> Arrow, no per-point
+Python work.
+
+Rule: each event costs O(keys) Python; every per-point operation is a numpy call over the
+whole batch. Point identity = (run_id, key, split, step, producer_id, seq, idx) with idx the
+point's index inside its event, so ranks logging the same step never collapse. The summary
+rows are partial aggregates of the batch (count/sum/min/max/last), merged by
+AggregatingMergeTree; "last" = max of (step, timestamp, log_offset, idx), i.e. the latest
+step, ties broken by time then by log order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from processors.errors import ProjectionFailed
+from processors.model import Decoded
+
+I64 = npt.NDArray[np.int64]
+_TS = pa.timestamp("ms", tz="UTC")
+_DENSE_LIMIT = 4_000_000
+
+
+@dataclass
+class _Chunk:
+    run: int
+    producer: int
+    seq: int
+    offset: int
+    keys: npt.NDArray[np.int32]
+    splits: npt.NDArray[np.int32]
+    steps: I64
+    epochs: I64
+    timestamps: I64
+    values: npt.NDArray[np.float64]
+
+
+def _column(rec: dict[str, Any], name: str, dtype: str, n: int) -> npt.NDArray[Any]:
+    raw = rec.get(name) or b""
+    width = np.dtype(dtype).itemsize
+    if len(raw) != n * width:
+        raise ProjectionFailed(f"MetricsLogged.{name}: {len(raw)} bytes for {n} points")
+    return np.frombuffer(raw, dtype=dtype)
+
+
+class _Interner:
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def __call__(self, value: str) -> int:
+        i = self.ids.get(value)
+        if i is None:
+            i = self.ids[value] = len(self.values)
+            self.values.append(value)
+        return i
+
+    def arrow(self, indices: npt.NDArray[Any]) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(
+            pa.array(indices.astype(np.int32, copy=False)), pa.array(self.values, pa.string())
+        )
+
+
+class PointBuffer:
+    """Accumulates MetricsLogged events of one batch; `build()` gives Arrow + summary rows."""
+
+    def __init__(self) -> None:
+        self._chunks: list[_Chunk] = []
+        self._runs = _Interner()
+        self._keys = _Interner()
+        self._splits = _Interner()
+        self._producers = _Interner()
+        self._run_meta: dict[int, tuple[str, str]] = {}
+        self.points = 0
+
+    def add(self, ev: Decoded) -> int:
+        """Validate and stage one event's points; raises ProjectionFailed (nothing staged)."""
+        rec = ev.record
+        n = int(rec["count"])
+        keys = [str(k) for k in rec.get("keys") or ()]
+        splits = [str(s) for s in rec.get("splits") or ()] or [""]
+        key_idx = _column(rec, "key_idx", "<u2", n)
+        split_raw = rec.get("split_idx") or b""
+        split_idx = np.zeros(n, np.uint8) if not split_raw else _column(rec, "split_idx", "u1", n)
+        cols = [_column(rec, c, "<i8", n) for c in ("steps", "epochs", "timestamps")]
+        values = _column(rec, "values", "<f8", n)
+        if n and (int(key_idx.max()) >= len(keys) or int(split_idx.max()) >= len(splits)):
+            raise ProjectionFailed("MetricsLogged: key/split index out of range")
+        if n == 0:
+            return 0
+        kmap = np.fromiter((self._keys(k) for k in keys), np.int32, len(keys))
+        smap = np.fromiter((self._splits(s) for s in splits), np.int32, len(splits))
+        run = self._runs(ev.env.run_id)
+        self._run_meta.setdefault(run, (ev.env.project, ev.env.experiment_id))
+        self._chunks.append(
+            _Chunk(
+                run,
+                self._producers(ev.env.producer_id),
+                ev.env.seq,
+                ev.offset,
+                kmap[key_idx],
+                smap[split_idx],
+                cols[0],
+                cols[1],
+                cols[2],
+                values,
+            )
+        )
+        self.points += n
+        return n
+
+    def build(self) -> tuple[pa.Table | None, list[dict[str, Any]]]:
+        if not self._chunks:
+            return None, []
+        ch = self._chunks
+        ns = np.fromiter((c.steps.size for c in ch), np.int64, len(ch))
+        total = int(ns.sum())
+        starts = np.cumsum(ns) - ns
+        run = np.repeat(np.fromiter((c.run for c in ch), np.int32, len(ch)), ns)
+        prod = np.repeat(np.fromiter((c.producer for c in ch), np.int32, len(ch)), ns)
+        seq = np.repeat(np.fromiter((c.seq for c in ch), np.uint64, len(ch)), ns)
+        off = np.repeat(np.fromiter((c.offset for c in ch), np.int64, len(ch)), ns)
+        idx = (np.arange(total, dtype=np.int64) - np.repeat(starts, ns)).astype(np.uint32)
+        key = np.concatenate([c.keys for c in ch])
+        split = np.concatenate([c.splits for c in ch])
+        steps = np.concatenate([c.steps for c in ch])
+        ts = np.concatenate([c.timestamps for c in ch])
+        values = np.concatenate([c.values for c in ch])
+        table = pa.table(
+            {
+                "run_id": self._runs.arrow(run),
+                "key": self._keys.arrow(key),
+                "split": self._splits.arrow(split),
+                "step": pa.array(steps),
+                "epoch": pa.array(np.concatenate([c.epochs for c in ch])),
+                "timestamp": pa.array(ts, type=pa.int64()).cast(_TS),
+                "value": pa.array(values),
+                "producer_id": self._producers.arrow(prod),
+                "seq": pa.array(seq),
+                "idx": pa.array(idx),
+            }
+        )
+        summary = self._summary(run, key, split, steps, ts, off, idx, values)
+        return table, summary
+
+    def _summary(
+        self,
+        run: npt.NDArray[np.int32],
+        key: npt.NDArray[np.int32],
+        split: npt.NDArray[np.int32],
+        steps: I64,
+        ts: I64,
+        off: I64,
+        idx: npt.NDArray[np.uint32],
+        values: npt.NDArray[np.float64],
+    ) -> list[dict[str, Any]]:
+        nk, ns_ = len(self._keys.values), len(self._splits.values)
+        g = (run.astype(np.int64) * nk + key) * ns_ + split
+        space = len(self._runs.values) * nk * ns_
+        if space <= _DENSE_LIMIT:
+            groups, gi, size = None, g, space
+        else:
+            groups, gi = np.unique(g, return_inverse=True)
+            size = groups.size
+        count = np.bincount(gi, minlength=size)
+        finite = ~np.isnan(values)
+        sums = np.bincount(gi, weights=np.where(finite, values, 0.0), minlength=size)
+        vmin = np.full(size, np.inf)
+        vmax = np.full(size, -np.inf)
+        np.fmin.at(vmin, gi, values)
+        np.fmax.at(vmax, gi, values)
+        smin = np.full(size, np.iinfo(np.int64).max)
+        smax = np.full(size, np.iinfo(np.int64).min)
+        np.minimum.at(smin, gi, steps)
+        np.maximum.at(smax, gi, steps)
+        cand = steps == smax[gi]
+        tmax = np.full(size, np.iinfo(np.int64).min)
+        np.maximum.at(tmax, gi[cand], ts[cand])
+        cand &= ts == tmax[gi]
+        pos = np.full(size, -1, dtype=np.int64)
+        np.maximum.at(pos, gi[cand], np.flatnonzero(cand))
+        nan_only = ~np.isfinite(vmin) & (np.bincount(gi, weights=finite, minlength=size) == 0)
+        vmin[nan_only] = np.nan
+        vmax[nan_only] = np.nan
+        rows = []
+        for slot in np.flatnonzero(count):
+            gval = int(groups[slot]) if groups is not None else int(slot)
+            r, rest = divmod(gval, nk * ns_)
+            k, s = divmod(rest, ns_)
+            p = int(pos[slot])
+            project, experiment = self._run_meta[r]
+            rows.append(
+                {
+                    "project": project,
+                    "experiment_id": experiment,
+                    "key": self._keys.values[k],
+                    "split": self._splits.values[s],
+                    "run_id": self._runs.values[r],
+                    "count": int(count[slot]),
+                    "sum_value": float(sums[slot]),
+                    "min_value": float(vmin[slot]),
+                    "max_value": float(vmax[slot]),
+                    "min_step": int(smin[slot]),
+                    "max_step": int(smax[slot]),
+                    "last": {
+                        "step": int(steps[p]),
+                        "timestamp": int(ts[p]),
+                        "log_offset": int(off[p]),
+                        "idx": int(idx[p]),
+                        "value": float(values[p]),
+                    },
+                }
+            )
+        return rows

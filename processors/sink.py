@@ -1,0 +1,307 @@
+"""ClickHouse sink: read the projection's position and state, write a batch idempotently.
+
+Rules:
+- Position is stored WITH the state (`projection_position`, one row per batch): an `intent`
+  row (first, last offset) is written before any row of the batch, a `done` row after all
+  of them. On (re)assignment a partition resumes after the last `done` batch, or redoes the
+  pending `intent` range with the SAME boundaries.
+- Every insert of a batch carries `insert_deduplication_token = topic:partition:first-last:
+  table` (tables have `non_replicated_deduplication_window`): a redone batch is byte-identical
+  (see `state`), so ClickHouse drops what had landed and writes what had not.
+- Works unchanged on chDB (`chdb://` path) and on a ClickHouse server over HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from processors.errors import ReadModelWriteFailed
+from processors.migrate import check_identifier
+from processors.model import Decoded, epoch_ms
+from processors.projection import Projected
+from processors.state import (
+    ArtifactState,
+    ExperimentState,
+    ParamState,
+    PartitionState,
+    ProducerState,
+    RunState,
+)
+
+INTENT, DONE = 0, 1
+RUN_EVENTS = frozenset(
+    {"RunCreated", "RunRenamed", "RunNoteSet", "RunStatusChanged", "RunDeleted", "RunRestored"}
+)
+PARAM_EVENTS = frozenset({"RunCreated", "ParamsLogged"})
+ARTIFACT_EVENTS = frozenset({"ArtifactStored", "ArtifactDeleted"})
+NAME_EVENTS = frozenset({"ExperimentCreated", "ExperimentRenamed"})
+_IN_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a partition continues: `redo` = the pending intent [first, last] exactly."""
+
+    offset: int
+    redo_last: int | None = None
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: epoch_ms(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
+
+
+def _build(cls: Any, row: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in _plain(row).items() if k in names})
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
+
+
+class ClickHouseSink:
+    """Reads/writes one read-model database through a clickhouse-connect client."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.database = check_identifier(database)
+
+    def _q(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        return list(
+            self.client.query(sql.replace("{db}", self.database), parameters=params).named_results()
+        )
+
+    # ---- position ----------------------------------------------------------------------
+    def positions(self, topic: str) -> dict[int, Resume]:
+        """The resume point of every partition that has one."""
+        rows = self._q(
+            "SELECT log_partition, first_offset, last_offset, state FROM {db}.projection_position"
+            " FINAL WHERE topic = %(t)s ORDER BY first_offset DESC LIMIT 1 BY log_partition",
+            t=topic,
+        )
+        out = {}
+        for r in rows:
+            if r["state"] == DONE:
+                out[int(r["log_partition"])] = Resume(int(r["last_offset"]) + 1)
+            else:
+                out[int(r["log_partition"])] = Resume(int(r["first_offset"]), int(r["last_offset"]))
+        return out
+
+    def _position(
+        self, topic: str, partition: int, first: int, last: int, state: int, events: int
+    ) -> None:
+        self.client.insert(
+            f"{self.database}.projection_position",
+            [[topic, partition, first, last, state, events, dt.datetime.now(dt.timezone.utc)]],
+            column_names=[
+                "topic",
+                "log_partition",
+                "first_offset",
+                "last_offset",
+                "state",
+                "events",
+                "updated_at",
+            ],
+        )
+
+    def mark_intent(self, topic: str, partition: int, first: int, last: int) -> None:
+        self._guard(lambda: self._position(topic, partition, first, last, INTENT, 0))
+
+    def mark_done(self, topic: str, partition: int, first: int, last: int, events: int) -> None:
+        self._guard(lambda: self._position(topic, partition, first, last, DONE, events))
+
+    # ---- state -------------------------------------------------------------------------
+    def load_state(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+        """Fill what `project_batch` needs for `events` (cache misses only), as of `first`."""
+        self._guard(lambda: self._load(state, events, first))
+
+    def _load(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+        runs_all = sorted({e.env.run_id for e in events})
+        ids = sorted({e.env.event_id for e in events})
+        state.seen = {}
+        for chunk in _chunks(ids):
+            for r in self._q(
+                "SELECT event_id, min(log_offset) AS o FROM {db}.events"
+                " WHERE run_id IN %(runs)s AND event_id IN %(ids)s"
+                " GROUP BY event_id",
+                runs=runs_all,
+                ids=list(chunk),
+            ):
+                state.seen[r["event_id"]] = int(r["o"])
+        need_runs = sorted(
+            {
+                e.env.run_id
+                for e in events
+                if e.name in RUN_EVENTS and e.env.run_id not in state.runs
+            }
+        )
+        for chunk in _chunks(need_runs):
+            for r in self._q(
+                "SELECT * FROM {db}.run_versions WHERE run_id IN %(k)s AND"
+                " version < %(f)s ORDER BY version DESC LIMIT 1 BY run_id",
+                k=list(chunk),
+                f=first,
+            ):
+                state.runs[r["run_id"]] = _build(RunState, r)
+        for k in need_runs:
+            state.runs.setdefault(k, None)
+        need_exp = sorted(
+            {
+                e.env.experiment_id
+                for e in events
+                if e.name.startswith("Experiment") and e.env.experiment_id not in state.experiments
+            }
+        )
+        for chunk in _chunks(need_exp):
+            for r in self._q(
+                "SELECT * FROM {db}.experiment_versions WHERE experiment_id IN"
+                " %(k)s AND version < %(f)s AND log_partition = %(p)s"
+                " ORDER BY version DESC LIMIT 1 BY experiment_id",
+                k=list(chunk),
+                f=first,
+                p=state.partition,
+            ):
+                r["tags"] = dict(r["tags"])
+                state.experiments[r["experiment_id"]] = _build(ExperimentState, r)
+        for k in need_exp:
+            state.experiments.setdefault(k, None)
+        self._load_names(state, events, first)
+        self._load_producers(state, events, first)
+        self._load_params(state, events, first)
+        self._load_artifacts(state, events, first)
+
+    def _load_names(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+        state.experiment_names = {}
+        names = sorted(
+            {(e.env.project, str(e.record.get("name"))) for e in events if e.name in NAME_EVENTS}
+        )
+        if not names:
+            return
+        rows = self._q(
+            "SELECT project, experiment_id, argMax(name, version) AS name,"
+            " argMax(deleted, version) AS deleted FROM {db}.experiment_versions"
+            " WHERE project IN %(pr)s AND (log_partition != %(p)s OR version < %(f)s)"
+            " GROUP BY project, experiment_id",
+            pr=sorted({p for p, _ in names}),
+            p=state.partition,
+            f=first,
+        )
+        wanted = set(names)
+        for r in rows:
+            k = (r["project"], r["name"])
+            if k in wanted and not r["deleted"]:
+                held = state.experiment_names.get(k)
+                eid = str(r["experiment_id"])
+                state.experiment_names[k] = eid if held is None else min(held, eid)
+
+    def _load_producers(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+        need = sorted(
+            {
+                (e.env.run_id, e.env.producer_id)
+                for e in events
+                if e.env.run_id and e.env.producer_id
+            }
+            - state.producers.keys()
+        )
+        runs = sorted({r for r, _ in need})
+        for chunk in _chunks(runs):
+            for r in self._q(
+                "SELECT * FROM {db}.producer_versions WHERE run_id IN %(k)s AND"
+                " version < %(f)s ORDER BY version DESC LIMIT 1 BY run_id,"
+                " producer_id",
+                k=list(chunk),
+                f=first,
+            ):
+                k = (r["run_id"], r["producer_id"])
+                if k not in state.producers:
+                    state.producers[k] = _build(ProducerState, r)
+        for k in need:
+            state.producers.setdefault(k, None)
+
+    def _load_params(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+        runs = sorted(
+            {e.env.run_id for e in events if e.name in PARAM_EVENTS} - state.params.keys()
+        )
+        for run in runs:
+            state.params[run] = {}
+        for chunk in _chunks(runs):
+            for r in self._q(
+                "SELECT run_id, key, value, event_id FROM {db}.params WHERE run_id"
+                " IN %(k)s AND log_offset < %(f)s ORDER BY log_offset"
+                " LIMIT 1 BY run_id, key",
+                k=list(chunk),
+                f=first,
+            ):
+                state.params[r["run_id"]][r["key"]] = ParamState(r["value"], r["event_id"])
+
+    def _load_artifacts(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+        need = sorted(
+            {(e.env.run_id, str(e.record.get("key"))) for e in events if e.name in ARTIFACT_EVENTS}
+            - state.artifacts.keys()
+        )
+        runs = sorted({r for r, _ in need})
+        for chunk in _chunks(runs):
+            for r in self._q(
+                "SELECT run_id, key, event_id, deleted FROM {db}.artifact_versions"
+                " WHERE run_id IN %(k)s AND version < %(f)s ORDER BY version DESC"
+                " LIMIT 1 BY run_id, key",
+                k=list(chunk),
+                f=first,
+            ):
+                k = (r["run_id"], r["key"])
+                if k not in state.artifacts:
+                    state.artifacts[k] = ArtifactState(r["event_id"], int(r["deleted"]))
+        for k in need:
+            state.artifacts.setdefault(k, None)
+
+    # ---- write -------------------------------------------------------------------------
+    def write(self, topic: str, partition: int, first: int, last: int, out: Projected) -> float:
+        """Insert every table of the batch (one columnar insert each); return seconds."""
+        t0 = time.perf_counter()
+        base = f"{topic}:{partition}:{first}-{last}"
+
+        def run() -> None:
+            if out.points is not None and out.points.num_rows:
+                self.client.insert_arrow(
+                    f"{self.database}.metric_points",
+                    out.points,
+                    settings={"insert_deduplication_token": f"{base}:metric_points"},
+                )
+            for table in ("metric_summary", *out.rows.tables()):
+                if not out.rows.count(table):
+                    continue
+                self.client.insert_arrow(
+                    f"{self.database}.{table}",
+                    out.rows.arrow(table),
+                    settings={"insert_deduplication_token": f"{base}:{table}"},
+                )
+
+        self._guard(run)
+        return time.perf_counter() - t0
+
+    def _guard(self, fn: Any) -> None:
+        try:
+            fn()
+        except ReadModelWriteFailed:
+            raise
+        except Exception as exc:
+            raise ReadModelWriteFailed(f"{self.database}: {type(exc).__name__}: {exc}") from exc
+
+    # ---- read-model pointer (blue/green) -----------------------------------------------
+    def active_database(self) -> str:
+        """The database reads should use (this one unless a replay switched the pointer)."""
+        rows = self._q("SELECT database FROM {db}.read_models_pointer FINAL WHERE name = 'current'")
+        return str(rows[0]["database"]) if rows else self.database
+
+    def switch_to(self, database: str) -> None:
+        check_identifier(database)
+        self.client.insert(
+            f"{self.database}.read_models_pointer",
+            [["current", database, dt.datetime.now(dt.timezone.utc)]],
+            column_names=["name", "database", "switched_at"],
+        )

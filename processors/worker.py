@@ -1,0 +1,394 @@
+"""The live projection worker: Kafka consumer group -> BatchProcessor, one class for both
+deployment shapes (inside the API process sharing its chDB client, or standalone against a
+ClickHouse server URL).
+
+Rules:
+- A plain aiokafka consumer with manual commits (not a faust agent; see README "Why not a
+  faust agent"): the position lives in ClickHouse with the state and is read on every
+  assignment; Kafka's committed offset is only advisory (for lag dashboards).
+- A batch is acknowledged only after its sink write succeeded; a failing sink is retried
+  inside the loop with backoff, forever, while the partition is still ours.
+- Poison events go to the DLQ with the error and the original bytes; the partition flows on.
+- `python -m processors.worker …` runs it standalone (see `processors.cli`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from processors.archive import EventArchive
+from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
+from processors.errors import ProcessorError
+from processors.migrate import migrate
+from processors.model import Poison, SourceEvent
+from processors.pipeline import BatchProcessor, PreparedBatch
+from processors.sink import ClickHouseSink
+from processors.telemetry import WorkerMetrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Tuning; the defaults start and rebalance in about a second on a local broker."""
+
+    group_id: str = "runstream-processors"
+    group_instance_id: str | None = None
+    batch_size: int = 20_000
+    batch_max_bytes: int = 16 * 1024 * 1024
+    batch_timeout: float = 0.2
+    session_timeout_ms: int = 6_000
+    heartbeat_interval_ms: int = 500
+    max_partition_fetch_bytes: int = 8 * 1024 * 1024
+    retry_backoff_max: float = 5.0
+    pointer_check_interval: float = 1.0
+
+
+class _Abandon(Exception):
+    """The batch is no longer ours (revoked, stopping, database switched)."""
+
+
+class ProjectionWorker:
+    """Projects `topic` into the read models of `database` (follows its read-model pointer).
+
+    Args:
+        client: a clickhouse-connect client (chDB `chdb://…` or HTTP); thread-safe, shared.
+        bootstrap: Kafka bootstrap servers.
+        database: the base read-model database (holds `read_models_pointer`).
+        archive: S3 event archive, or None to not archive.
+        metrics: prometheus metrics (pass one bound to the API's registry to expose them).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        bootstrap: str,
+        database: str,
+        topic: str = EVENTS_TOPIC,
+        dlq_topic: str = DLQ_TOPIC,
+        archive: EventArchive | None = None,
+        metrics: WorkerMetrics | None = None,
+        settings: WorkerSettings | None = None,
+    ) -> None:
+        self.client = client
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.settings = settings or WorkerSettings()
+        self.metrics = metrics or WorkerMetrics()
+        self.base = ClickHouseSink(client, database)
+        self.processor = BatchProcessor(
+            ClickHouseSink(client, database),
+            archive=archive,
+            dlq=self._send_dlq,
+            metrics=self.metrics,
+        )
+        self.next_offsets: dict[int, int] = {}
+        self._redo: dict[int, int] = {}
+        self._redo_buf: dict[int, list[SourceEvent]] = defaultdict(list)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._epoch = 0
+        self._stopping = asyncio.Event()
+        self._assigned: set[int] = set()
+        self._last_pointer_check = 0.0
+
+    @property
+    def database(self) -> str:
+        """The database currently written (changes when a replay switches the pointer)."""
+        return self.processor.sink.database
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        active = await asyncio.to_thread(self._active_database)
+        self.processor.sink = ClickHouseSink(self.client, active)
+        s = self.settings
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=s.group_id,
+            group_instance_id=s.group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            fetch_max_bytes=max(s.max_partition_fetch_bytes, s.batch_max_bytes),
+        )
+        await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
+
+    def _active_database(self) -> str:
+        migrate(self.client, self.base.database)
+        active = self.base.active_database()
+        if active != self.base.database:
+            migrate(self.client, active)
+        return active
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        async with self._lock:
+            if self._consumer is not None:
+                with contextlib.suppress(Exception):
+                    await self._consumer.stop()
+            if self._producer is not None:
+                with contextlib.suppress(Exception):
+                    await self._producer.stop()
+
+    async def run(self) -> None:
+        """Start (if needed) and project until `stop()`."""
+        if self._consumer is None:
+            await self.start()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.step()
+                except ConsumerStoppedError:
+                    if not self._stopping.is_set():
+                        raise
+                except KafkaError as exc:  # broker trouble: aiokafka reconnects; go on
+                    log.warning("kafka error in the worker loop (%s); continuing", exc)
+                    await asyncio.sleep(1.0)
+        finally:
+            await self.stop()
+
+    # ---- the loop ----------------------------------------------------------------------
+    async def step(self) -> int:
+        """Fetch up to batch_size records / batch_max_bytes within batch_timeout (faust's
+        `take(n, within=t)`), project and commit them per partition; return the count."""
+        consumer = self._consumer
+        if consumer is None:
+            raise ProcessorError("worker not started")
+        epoch = self._epoch
+        fetched = await self._fetch(consumer)
+        async with self._lock:
+            if epoch != self._epoch or self._stopping.is_set():
+                self._rewind(consumer, fetched)  # assignment changed while fetching
+                return 0
+            done = 0
+            for partition, records in sorted(fetched.items()):
+                for batch in self._batches(partition, records):
+                    done += await self._process(consumer, partition, batch)
+            self._update_lag(consumer)
+            await self._maybe_switch(consumer)
+            return done
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[int, list[ConsumerRecord[Any, Any]]]:
+        s = self.settings
+        out: dict[int, list[ConsumerRecord[Any, Any]]] = defaultdict(list)
+        total = size = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.batch_timeout
+        while total < s.batch_size and size < s.batch_max_bytes and not self._stopping.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            got = await consumer.getmany(
+                timeout_ms=max(1, int(remaining * 1000)), max_records=s.batch_size - total
+            )
+            for tp, msgs in got.items():
+                out[tp.partition].extend(msgs)
+                total += len(msgs)
+                size += sum(len(m.value or b"") for m in msgs)
+            if not got:
+                break
+        return out
+
+    def _rewind(self, consumer: AIOKafkaConsumer, fetched: dict[int, Any]) -> None:
+        """Fetched records are dropped unprocessed: put the consumer back to our position."""
+        for p in fetched:
+            if p in self._assigned and p in self.next_offsets:
+                consumer.seek(TopicPartition(self.topic, p), self.next_offsets[p])
+                self._redo_buf.pop(p, None)
+
+    def _batches(
+        self, partition: int, msgs: Sequence[ConsumerRecord[Any, Any]]
+    ) -> list[list[SourceEvent]]:
+        """Split into batches; a pending intent range is re-assembled with its exact bounds."""
+        recs = [
+            SourceEvent(self.topic, partition, m.offset, m.timestamp, m.key, m.value) for m in msgs
+        ]
+        redo_last = self._redo.get(partition)
+        if redo_last is None:
+            return [recs] if recs else []
+        buf = self._redo_buf[partition]
+        buf.extend(r for r in recs if r.offset <= redo_last)
+        rest = [r for r in recs if r.offset > redo_last]
+        if not (buf and buf[-1].offset >= redo_last) and not rest:
+            return []
+        out = [list(buf)]
+        del self._redo[partition]
+        self._redo_buf.pop(partition, None)
+        return out + ([rest] if rest else [])
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, partition: int, records: list[SourceEvent]
+    ) -> int:
+        tp = TopicPartition(self.topic, partition)
+        epoch = self._epoch
+        try:
+            batch: PreparedBatch | None = await self._retry(
+                partition,
+                epoch,
+                lambda: asyncio.to_thread(self.processor.prepare, self.topic, partition, records),
+                on_error=lambda: self.processor.forget(partition),
+            )
+            if batch is None:  # all projected already
+                self.next_offsets[partition] = records[-1].offset + 1
+                return 0
+            prepared = batch
+            await self._retry(partition, epoch, lambda: self.processor.commit(prepared))
+        except _Abandon:
+            self.processor.forget(partition)
+            return 0
+        self.next_offsets[partition] = batch.last + 1
+        with contextlib.suppress(Exception):  # advisory only: ClickHouse holds the position
+            await asyncio.wait_for(consumer.commit({tp: batch.last + 1}), 2.0)
+        return len(records)
+
+    async def _retry(
+        self,
+        partition: int,
+        epoch: int,
+        fn: Callable[[], Awaitable[T]],
+        on_error: Callable[[], None] | None = None,
+    ) -> T:
+        delay = 0.05
+        while True:
+            if self._stopping.is_set() or partition not in self._assigned or epoch != self._epoch:
+                raise _Abandon()
+            try:
+                return await fn()
+            except Exception as exc:  # noqa: BLE001 - any sink failure: retry, never ack
+                if on_error is not None:
+                    on_error()
+                self.metrics.retries.labels(self.topic).inc()
+                log.warning(
+                    "batch on %s[%d] failed (%s: %s); retrying in %.2fs",
+                    self.topic,
+                    partition,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, self.settings.retry_backoff_max)
+
+    async def _send_dlq(self, poison: Sequence[Poison]) -> None:
+        producer = self._producer
+        if producer is None:
+            raise ProcessorError("worker not started")
+        futs = []
+        for p in poison:
+            headers = [
+                ("error", p.error.encode()[:4000]),
+                ("reason", p.reason.encode()),
+                ("source_topic", p.src.topic.encode()),
+                ("source_partition", str(p.src.partition).encode()),
+                ("source_offset", str(p.src.offset).encode()),
+            ]
+            futs.append(
+                await producer.send(self.dlq_topic, p.src.value, key=p.src.key, headers=headers)
+            )
+        await asyncio.gather(*futs)
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for p in self._assigned:
+            hw = consumer.highwater(TopicPartition(self.topic, p))
+            if hw is not None and p in self.next_offsets:
+                self.metrics.lag.labels(self.topic, str(p)).set(max(0, hw - self.next_offsets[p]))
+
+    def lag(self) -> dict[int, int]:
+        """Records between the position and the high watermark, per assigned partition."""
+        out = {}
+        if self._consumer is not None:
+            for p in self._assigned:
+                hw = self._consumer.highwater(TopicPartition(self.topic, p))
+                if hw is not None:
+                    out[p] = max(0, hw - self.next_offsets.get(p, 0))
+        return out
+
+    # ---- assignment and blue/green switch ------------------------------------------------
+    async def _seek_assigned(self, consumer: AIOKafkaConsumer, partitions: set[int]) -> None:
+        resume = await asyncio.to_thread(self.processor.sink.positions, self.topic)
+        for p in partitions:
+            r = resume.get(p)
+            offset = r.offset if r else 0
+            consumer.seek(TopicPartition(self.topic, p), offset)
+            self.next_offsets[p] = offset
+            self._redo_buf.pop(p, None)
+            if r is not None and r.redo_last is not None:
+                self._redo[p] = r.redo_last
+            else:
+                self._redo.pop(p, None)
+            self.processor.forget(p)
+
+    async def on_assigned(self, partitions: set[int]) -> None:
+        self._epoch += 1
+        async with self._lock:
+            self._assigned = set(partitions)
+            if self._consumer is not None and partitions:
+                await self._seek_assigned(self._consumer, partitions)
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        self._epoch += 1
+        self._assigned -= partitions
+        async with self._lock:  # let a batch in flight finish (or abandon) first
+            for p in partitions:
+                self.processor.forget(p)
+                self._redo.pop(p, None)
+                self._redo_buf.pop(p, None)
+
+    async def _maybe_switch(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        if now - self._last_pointer_check < self.settings.pointer_check_interval:
+            return
+        self._last_pointer_check = now
+        try:
+            active = await asyncio.to_thread(self.base.active_database)
+        except Exception as exc:  # noqa: BLE001 - retried at the next check
+            log.warning("read-model pointer unreadable: %s", exc)
+            return
+        if active == self.processor.sink.database:
+            return
+        log.info("read models switched to %s; continuing there", active)
+        await asyncio.to_thread(migrate, self.client, active)
+        self.processor.sink = ClickHouseSink(self.client, active)
+        self.processor.forget()
+        self._epoch += 1
+        await self._seek_assigned(consumer, set(self._assigned))
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ProjectionWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.worker.on_revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.worker.on_assigned({tp.partition for tp in assigned})
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m processors.worker`
+    from processors.cli import main
+
+    raise SystemExit(main())

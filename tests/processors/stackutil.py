@@ -1,0 +1,125 @@
+"""Helpers of the stack tests: producer processes, end offsets, waiting for the projection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from processors.replay import topic_partitions
+from processors.sink import ClickHouseSink
+
+REPO_ROOT = __file__.rsplit("/tests/", 1)[0]
+
+
+async def run_producers(
+    bootstrap: str,
+    topic: str,
+    producers: int,
+    runs: list[str],
+    events: int,
+    points: int,
+    resend_every: int = 0,
+    rate_events: float = 0.0,
+) -> dict[str, Any]:
+    """Start `producers` producer processes at once; merge what they report."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.processors.produce",
+            bootstrap,
+            topic,
+            "--producer",
+            str(i),
+            "--runs",
+            ",".join(runs),
+            "--events",
+            str(events),
+            "--points",
+            str(points),
+            "--resend-every",
+            str(resend_every),
+            "--rate-events",
+            str(rate_events),
+            cwd=REPO_ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for i in range(producers)
+    ]
+    total: dict[str, Any] = {"points": 0, "sums": {}, "counts": {}, "messages": 0}
+    try:
+        outs = [(await p.communicate())[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+    for p, out in zip(procs, outs, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"producer exited with {p.returncode}")
+        got = json.loads(out)
+        total["points"] += got["points"]
+        total["messages"] += got["messages"]
+        for k, v in got["sums"].items():
+            total["sums"][k] = total["sums"].get(k, 0.0) + v
+        for k, v in got["counts"].items():
+            total["counts"][k] = total["counts"].get(k, 0) + v
+    return total
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    parts = await topic_partitions(bootstrap, topic)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await c.start()
+    await asyncio.sleep(0.01)  # let aiokafka's no-group task start before stop() cancels it
+    try:
+        ends = await c.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await c.stop()
+
+
+async def wait_projected(
+    client: Any, database: str, bootstrap: str, topic: str, timeout: float = 90.0
+) -> None:
+    """Until the positions stored in `database` reach the topic's end offsets."""
+    ends = await end_offsets(bootstrap, topic)
+    sink = ClickHouseSink(client, database)
+    deadline = time.monotonic() + timeout
+    while True:
+        pos = await asyncio.to_thread(sink.positions, topic)
+        behind = {
+            p: e
+            for p, e in ends.items()
+            if e > 0 and (p not in pos or pos[p].offset < e or pos[p].redo_last is not None)
+        }
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not projected after {timeout}s: ends {ends}, positions {pos}")
+        await asyncio.sleep(0.2)
+
+
+def check_points(client: Any, database: str, expect: dict[str, Any]) -> None:
+    """Counts and exact value sums per run/key, with and without FINAL."""
+    db = database
+    for final in ("", " FINAL"):
+        rows = client.query(
+            f"SELECT run_id, key, count(), sum(value) FROM {db}.metric_points"
+            f"{final} GROUP BY run_id, key"
+        ).result_rows
+        got = {f"{r}/{k}": (int(n), float(s)) for r, k, n, s in rows}
+        want = {k: (expect["counts"][k], expect["sums"][k]) for k in expect["counts"]}
+        assert got == want, f"metric_points{final}"
+    rows = client.query(
+        f"SELECT run_id, key, sum(count), sum(sum_value) FROM {db}.metric_summary"
+        " GROUP BY run_id, key"
+    ).result_rows
+    got = {f"{r}/{k}": (int(n), float(s)) for r, k, n, s in rows}
+    assert got == {k: (expect["counts"][k], expect["sums"][k]) for k in expect["counts"]}

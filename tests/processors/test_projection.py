@@ -1,0 +1,195 @@
+"""The pure projection, without infrastructure: events in, rows out."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from processors.model import Decoded, Envelope, SourceEvent
+from processors.projection import project_batch
+from processors.state import PartitionState
+
+from .factory import Writer, decoded
+
+
+def _rows(out: Any, table: str) -> list[dict[str, Any]]:
+    return out.rows.arrow(table).to_pylist()
+
+
+def test_metric_points_are_columnar_and_ranks_never_collapse() -> None:
+    a, b = Writer(), Writer()
+    steps = np.arange(100, dtype=np.int64)
+    evs = decoded(
+        [
+            ("MetricsLogged", a.metrics("r1", steps, ["loss", "acc"], seed=1)),
+            ("MetricsLogged", b.metrics("r1", steps, ["loss"], seed=2)),
+        ]
+    )
+    out = project_batch(evs, PartitionState(0))
+    assert out.points is not None
+    assert out.points.num_rows == 300 == out.progress.points
+    ident = set(
+        zip(
+            *(
+                out.points.column(c).to_pylist()
+                for c in ("run_id", "key", "split", "step", "producer_id", "seq", "idx")
+            ),
+            strict=True,
+        )
+    )
+    assert len(ident) == 300  # two ranks at one step are two points
+    loss = [r for r in _rows(out, "metric_summary") if r["key"] == "loss"]
+    assert len(loss) == 1
+    assert loss[0]["count"] == 200
+    vals = np.array(
+        [
+            v
+            for k, v in zip(
+                out.points.column("key").to_pylist(),
+                out.points.column("value").to_pylist(),
+                strict=True,
+            )
+            if k == "loss"
+        ]
+    )
+    assert loss[0]["min_value"] == vals.min()
+    assert loss[0]["max_value"] == vals.max()
+    assert math.isclose(loss[0]["sum_value"], vals.sum())
+    # last = max step, then time, then log order: rank b's point (later offset) wins
+    assert loss[0]["last"]["step"] == 99
+    assert loss[0]["last"]["log_offset"] == 1
+
+
+def test_summary_ignores_nan_in_min_max_but_counts_it() -> None:
+    w = Writer()
+    rec = w.metrics("r1", np.arange(3, dtype=np.int64), ["x"])
+    rec["values"] = np.array([np.nan, 2.0, np.nan]).astype("<f8").tobytes()
+    out = project_batch(decoded([("MetricsLogged", rec)]), PartitionState(0))
+    (row,) = _rows(out, "metric_summary")
+    assert (row["count"], row["min_value"], row["max_value"], row["sum_value"]) == (3, 2, 2, 2)
+    assert math.isnan(row["last"]["value"])
+
+
+def test_first_event_by_log_order_wins_later_ones_are_rejected() -> None:
+    w = Writer()
+    art = {"key": "model", "uri": "s3://b/1"}
+    evs = decoded(
+        [
+            ("ExperimentCreated", w.record("ExperimentCreated", None, name="e")),
+            ("RunCreated", w.record("RunCreated", "r1", name="run", params={"lr": "0.1"})),
+            ("ParamsLogged", w.record("ParamsLogged", "r1", params={"lr": "0.2", "bs": "8"})),
+            ("ParamsLogged", w.record("ParamsLogged", "r1", params={"lr": "0.1"})),
+            ("ArtifactStored", w.record("ArtifactStored", "r1", **art)),
+            ("ArtifactStored", w.record("ArtifactStored", "r1", **{**art, "uri": "s3://b/2"})),
+            (
+                "ArtifactStored",
+                w.record("ArtifactStored", "r1", **{**art, "uri": "s3://b/3"}, overwrite=True),
+            ),
+            ("RunCreated", w.record("RunCreated", "r1", name="again")),
+        ]
+    )
+    out = project_batch(evs, PartitionState(0))
+    assert {(r["key"], r["value"]) for r in _rows(out, "params")} == {("lr", "0.1"), ("bs", "8")}
+    rejected = {(r["reason"], r["item"]) for r in _rows(out, "rejected_events")}
+    assert rejected == {
+        ("param_conflict", "lr"),
+        ("artifact_exists", "model"),
+        ("run_exists", "r1"),
+    }
+    assert [r["uri"] for r in _rows(out, "artifacts")] == ["s3://b/1", "s3://b/3"]
+    (run,) = _rows(out, "runs")
+    assert run["name"] == "run"
+    detail = json.loads(
+        next(r["detail"] for r in _rows(out, "rejected_events") if r["reason"] == "param_conflict")
+    )
+    assert detail == {"existing": "0.1", "value": "0.2"}
+
+
+def test_experiment_name_held_by_another_experiment_is_rejected() -> None:
+    w1, w2 = Writer(experiment_id="e1"), Writer(experiment_id="e2")
+    state = PartitionState(0)
+    state.experiment_names[("proj", "shared")] = "e1"
+    out = project_batch(
+        decoded(
+            [
+                ("ExperimentCreated", w2.record("ExperimentCreated", None, name="shared")),
+                ("ExperimentCreated", w1.record("ExperimentCreated", None, name="shared")),
+            ]
+        ),
+        state,
+    )
+    assert [r["reason"] for r in _rows(out, "rejected_events")] == ["experiment_name_taken"]
+    assert [r["experiment_id"] for r in _rows(out, "experiments")] == ["e1"]
+
+
+def test_resend_is_a_duplicate_redelivery_is_not() -> None:
+    w = Writer()
+    rec = w.record("RunRenamed", "r1", name="n1")
+    evs = decoded(
+        [
+            ("RunRenamed", rec),
+            ("RunRenamed", w.record("RunRenamed", "r1", name="n2")),
+            ("RunRenamed", rec),
+        ]
+    )  # client resend of the first event at offset 2
+    out = project_batch(evs, PartitionState(0))
+    assert out.progress.duplicates == 1
+    assert _rows(out, "runs")[0]["name"] == "n2"
+    state = PartitionState(0)
+    state.seen = {rec["envelope"]["event_id"]: 0}  # an earlier attempt wrote offset 0 already
+    again = project_batch(evs, state)
+    assert again.rows.arrow("run_versions").equals(out.rows.arrow("run_versions"))
+
+
+def test_poison_event_is_rolled_back_and_the_batch_flows_on() -> None:
+    w = Writer()
+    good = decoded([("TagsSet", w.record("TagsSet", "r1", tags={"a": "1"}))])[0]
+    rec = w.metrics("r1", np.arange(4, dtype=np.int64), ["x"])
+    rec["values"] = b"\x00" * 5  # inconsistent packed column (decode would refuse it too)
+    bad = Decoded(
+        SourceEvent("t", 0, 1, 0, b"r1", b""), "MetricsLogged", rec, Envelope.from_record(rec)
+    )
+    out = project_batch([good, bad], PartitionState(0))
+    assert [p.src.offset for p in out.progress.poison] == [1]
+    assert out.progress.poison[0].reason == "projection_failed"
+    assert out.points is None
+    assert out.rows.count("events") == 1
+    assert out.rows.count("tags") == 1
+
+
+@pytest.mark.parametrize("cut", [1, 3, 5])
+def test_batch_boundaries_do_not_change_the_rows(cut: int) -> None:
+    w = Writer()
+    items = [
+        ("RunCreated", w.record("RunCreated", "r1", name="a", params={"p": "1"})),
+        ("ParamsLogged", w.record("ParamsLogged", "r1", params={"p": "2"})),
+        ("MetricsLogged", w.metrics("r1", np.arange(10, dtype=np.int64), ["l"])),
+        ("RunStatusChanged", w.record("RunStatusChanged", "r1", status="FINISHED")),
+        ("TagsRemoved", w.record("TagsRemoved", "r1", keys=["x"])),
+        (
+            "AlertTriggered",
+            w.record(
+                "AlertTriggered",
+                "r1",
+                rule_id="r",
+                key="l",
+                op=">",
+                threshold=1.0,
+                value=2.0,
+                text="t",
+                level="WARN",
+                step=None,
+            ),
+        ),
+    ]
+    evs = decoded(items)
+    whole = project_batch(evs, PartitionState(0))
+    state = PartitionState(0)
+    first, second = project_batch(evs[:cut], state), project_batch(evs[cut:], state)
+    for table in ("events", "params", "rejected_events", "run_versions", "alerts", "tags"):
+        split = first.rows.arrow(table).to_pylist() + second.rows.arrow(table).to_pylist()
+        assert split == whole.rows.arrow(table).to_pylist(), table

@@ -1,0 +1,204 @@
+"""ClickHouse sink on the real engine (chDB): migrations, idempotent writes, positions, and the
+property that no interleaving of crashes, redeliveries and resends changes the read models."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from processors.digest import APPEND_ONLY, digest
+from processors.errors import ReadModelWriteFailed
+from processors.migrate import migrate, migrations
+from processors.model import SourceEvent
+from processors.pipeline import BatchProcessor
+from processors.sink import ClickHouseSink, Resume
+from processors.tables import SCHEMAS
+
+from .conftest import new_db_name
+from .factory import Writer, source
+
+pytestmark = pytest.mark.stack
+
+
+def test_migrate_is_idempotent_and_recorded(chdb_client: Any, ch_database: str) -> None:
+    assert migrate(chdb_client, ch_database) == [m.name for m in migrations()]
+    assert migrate(chdb_client, ch_database) == []
+    rows = chdb_client.query(f"SELECT version FROM {ch_database}.schema_migrations").result_rows
+    assert [r[0] for r in rows] == [m.version for m in migrations()]
+
+
+def test_arrow_schemas_match_the_tables(chdb_client: Any, read_db: str) -> None:
+    for table, schema in SCHEMAS.items():
+        cols = [r[0] for r in chdb_client.query(f"DESCRIBE TABLE {read_db}.{table}").result_rows]
+        assert cols == schema.names, table
+
+
+def _log() -> dict[int, list[SourceEvent]]:
+    """Two partitions with conflicts, a resend and metrics of two ranks."""
+    a, b = Writer(), Writer()
+    steps = np.arange(50, dtype=np.int64)
+    created = a.record("RunCreated", "r1", name="one", params={"lr": "0.1"})
+    p0 = [
+        ("RunCreated", created),
+        ("MetricsLogged", a.metrics("r1", steps, ["loss", "acc"], seed=1)),
+        ("MetricsLogged", b.metrics("r1", steps, ["loss"], seed=2)),
+        ("ParamsLogged", a.record("ParamsLogged", "r1", params={"lr": "0.3", "bs": "2"})),
+        ("RunCreated", created),  # client resend
+        ("ArtifactStored", a.record("ArtifactStored", "r1", key="m", uri="s3://x/1")),
+        ("ArtifactStored", a.record("ArtifactStored", "r1", key="m", uri="s3://x/2")),
+        ("TagsSet", a.record("TagsSet", "r1", tags={"t": "1"})),
+        ("RunStatusChanged", a.record("RunStatusChanged", "r1", status="FINISHED")),
+        ("MetricsLogged", a.metrics("r1", steps + 50, ["loss"], seed=3)),
+    ]
+    c, d, f = Writer(experiment_id="e2"), Writer(experiment_id="e3"), Writer(experiment_id="e4")
+    p1 = [
+        ("ExperimentCreated", c.record("ExperimentCreated", None, name="exp")),
+        ("RunCreated", c.record("RunCreated", "r2", name="two")),
+        ("MetricsLogged", c.metrics("r2", steps, ["acc"], split="val", seed=4)),
+        ("ExperimentRenamed", c.record("ExperimentRenamed", None, name="exp2")),
+        ("RunRenamed", c.record("RunRenamed", "r2", name="two-b")),
+        ("ParamsLogged", c.record("ParamsLogged", "r2", params={"x": "1"})),
+        ("ExperimentDeleted", c.record("ExperimentDeleted", None)),  # frees "exp2"
+        ("ExperimentCreated", d.record("ExperimentCreated", None, name="exp2")),
+        ("ExperimentRestored", c.record("ExperimentRestored", None)),  # e2 < e3 holds it
+        ("ExperimentCreated", f.record("ExperimentCreated", None, name="exp2")),  # rejected
+    ]
+    recs = {0: source(p0, 0), 1: source(p1, 1)}
+    recs[1].insert(3, SourceEvent("t", 1, 0, 0, b"r2", b"garbage"))  # poison
+    recs[1] = [SourceEvent("t", 1, i, r.timestamp, r.key, r.value) for i, r in enumerate(recs[1])]
+    return recs
+
+
+LOG = _log()
+
+
+class _Crash(Exception):
+    pass
+
+
+class _Flaky:
+    """A client that dies at the Nth insert (a SIGKILL in the middle of a batch)."""
+
+    def __init__(self, client: Any, fail_at: int | None) -> None:
+        self._client, self._left = client, fail_at
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name not in ("insert", "insert_arrow"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._left is not None:
+                if self._left == 0:
+                    raise _Crash()
+                self._left -= 1
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def _drive(client: Any, db: str, schedule: list[tuple[int, int | None, int]]) -> None:
+    """Consume LOG into db. Each step = (batch size, crash after N inserts or None, stale):
+    `stale` > 0 redelivers that many already-done records in front of the batch to a
+    restarted consumer (a stale committed offset), which must change nothing."""
+    steps = iter(schedule)
+    proc: BatchProcessor | None = None
+    while True:
+        positions = ClickHouseSink(client, db).positions("t")
+        pending = [
+            (p, positions.get(p, Resume(0)))
+            for p in sorted(LOG)
+            if positions.get(p, Resume(0)).offset < len(LOG[p])
+        ]
+        if not pending:
+            return
+        size, crash, stale = next(steps, (50, None, 0))
+        partition, resume = pending[size % len(pending)]
+        recs = LOG[partition]
+        start = resume.offset
+        if resume.redo_last is not None:
+            last = resume.redo_last
+        else:
+            last = min(resume.offset + size, len(recs)) - 1
+            if stale:
+                start, proc = max(0, start - stale), None
+        sink = ClickHouseSink(_Flaky(client, crash), db)
+        if proc is None:
+            proc = BatchProcessor(sink)
+        proc.sink = sink
+        try:
+            batch = proc.prepare("t", partition, recs[start : last + 1])
+            assert batch is not None
+            assert batch.first == resume.offset  # redelivered records were dropped
+            asyncio.run(proc.commit(batch))
+        except ReadModelWriteFailed as exc:
+            if not isinstance(exc.__cause__, _Crash):
+                raise
+            proc = None  # the process died: its in-memory state is gone
+
+
+def _reference(client: Any, dbs: list[str]) -> dict[str, Any]:
+    db = new_db_name("ref")
+    dbs.append(db)
+    migrate(client, db)
+    _drive(client, db, [(50, None, 0)] * 4)
+    return digest(client, db)
+
+
+_REF: dict[str, Any] = {}
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    schedule=st.lists(
+        st.tuples(st.integers(1, 7), st.one_of(st.none(), st.integers(0, 9)), st.integers(0, 3)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_crashes_redeliveries_and_resends_never_change_the_read_models(
+    chdb_client: Any, scratch_dbs: list[str], schedule: list[tuple[int, int | None]]
+) -> None:
+    if not _REF:
+        _REF.update(_reference(chdb_client, scratch_dbs))
+    db = new_db_name("hyp")
+    scratch_dbs.append(db)
+    migrate(chdb_client, db)
+    _drive(chdb_client, db, schedule)
+    got = digest(chdb_client, db)
+    assert got == _REF
+    for table in APPEND_ONLY:  # plain reads (no FINAL) see no duplicate either
+        assert got[table]["raw_count"] == got[table]["count"], table
+    chdb_client.command(f"DROP DATABASE {db} SYNC")
+
+
+def test_reference_content(chdb_client: Any, scratch_dbs: list[str]) -> None:
+    ref = _reference(chdb_client, scratch_dbs)
+    db = scratch_dbs[-1]
+    q = chdb_client.query
+    assert ref["metric_points"]["count"] == 100 + 50 + 50 + 50
+    assert (
+        q(f"SELECT sum(count) FROM {db}.metric_summary WHERE key = 'loss'").result_rows[0][0] == 150
+    )
+    assert ref["events"]["count"] == len(LOG[0]) - 1 + len(LOG[1]) - 1  # resend, poison
+    assert sorted(r[0] for r in q(f"SELECT reason FROM {db}.rejected_events").result_rows) == [
+        "artifact_exists",
+        "experiment_name_taken",
+        "param_conflict",
+    ]
+    assert q(f"SELECT name, status FROM {db}.runs FINAL ORDER BY run_id").result_rows == [
+        ("one", "FINISHED"),
+        ("two-b", "RUNNING"),
+    ]
+    assert q(
+        f"SELECT experiment_id, name, deleted FROM {db}.experiments FINAL ORDER BY experiment_id"
+    ).result_rows == [("e2", "exp2", 0), ("e3", "exp2", 0)]
