@@ -1,0 +1,128 @@
+"""Read-your-writes: consistency tokens, the API's own write marks, and the bounded wait.
+
+Rules:
+- A token is an opaque string `c1.<base64url(JSON {"partition": offset, ...})>`: the highest
+  offset of each partition a write reached. A read that presents one waits until the
+  projections have passed every offset of it (`projection_position`, `state = 1`,
+  `max(last_offset) >= offset`), at most `timeout_s`, then fails with `ConsistencyTimeout`
+  (504) - the write stays durable; retrying the read is safe.
+- The `mlflow` client cannot carry a token: every write of this process is remembered per run
+  and per experiment (`WriteMarks`, bounded LRU), and the MLflow routes wait for the marks of
+  what they read. Marks live in this process only: with several API replicas behind a load
+  balancer, read-your-writes holds per replica (sticky sessions, or pass tokens).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+
+from query_api.errors import BadRequest, ConsistencyTimeout
+from query_api.repository import ReadStore
+
+Positions = dict[int, int]
+_PREFIX = "c1."
+HEADER = "X-Runstream-Consistency"
+
+
+def merge(into: Positions, positions: Iterable[tuple[int, int]]) -> Positions:
+    for partition, offset in positions:
+        if offset > into.get(partition, -1):
+            into[partition] = offset
+    return into
+
+
+def encode_token(positions: Mapping[int, int]) -> str:
+    body = json.dumps({str(p): o for p, o in sorted(positions.items())}, separators=(",", ":"))
+    return _PREFIX + base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str) -> Positions:
+    """The positions of a token; BadRequest (400) for anything this API did not issue."""
+    if not token.startswith(_PREFIX) or len(token) > 8_192:
+        raise BadRequest("consistency token not issued by this API")
+    raw = token[len(_PREFIX) :]
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        positions = {int(p): int(o) for p, o in data.items()}
+    except (ValueError, AttributeError, TypeError, binascii.Error) as exc:
+        raise BadRequest("consistency token not issued by this API") from exc
+    if any(p < 0 or o < 0 for p, o in positions.items()):
+        raise BadRequest("consistency token not issued by this API")
+    return positions
+
+
+class WriteMarks:
+    """The latest offsets this process wrote, per key (run id / experiment id), LRU-bounded."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._marks: OrderedDict[str, Positions] = OrderedDict()
+        self._latest: Positions = {}
+        self._lock = threading.Lock()
+
+    def record(self, keys: Iterable[str], positions: Iterable[tuple[int, int]]) -> None:
+        pos = list(positions)
+        with self._lock:
+            merge(self._latest, pos)
+            for key in keys:
+                merge(self._marks.setdefault(key, {}), pos)
+                self._marks.move_to_end(key)
+            while len(self._marks) > self.capacity:
+                self._marks.popitem(last=False)
+
+    def latest(self) -> Positions:
+        """The highest offset this process wrote, per partition."""
+        with self._lock:
+            return dict(self._latest)
+
+    def of(self, keys: Iterable[str]) -> Positions:
+        out: Positions = {}
+        with self._lock:
+            for key in keys:
+                merge(out, self._marks.get(key, {}).items())
+        return out
+
+
+class Projections:
+    """Reads how far the projections have gone and waits for a position (bounded)."""
+
+    def __init__(self, store: ReadStore, topic: str, timeout_s: float, poll_s: float = 0.02):
+        self.store = store
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+
+    def position(self) -> Positions:
+        """Per partition, the last offset the projections have fully written."""
+        rows = self.store.rows(
+            f"SELECT log_partition, max(last_offset) FROM {self.store.db}.projection_position "
+            "FINAL WHERE topic = {t:String} AND state = 1 GROUP BY log_partition",
+            {"t": self.topic},
+        )
+        return {int(p): int(o) for p, o in rows}
+
+    def wait(self, wanted: Mapping[int, int], timeout_s: float | None = None) -> None:
+        """Return once every wanted offset is projected; ConsistencyTimeout after the bound."""
+        if not wanted:
+            return
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        pause = self.poll_s
+        while True:
+            have = self.position()
+            if all(have.get(p, -1) >= o for p, o in wanted.items()):
+                return
+            if time.monotonic() >= deadline:
+                behind = {p: o for p, o in wanted.items() if have.get(p, -1) < o}
+                raise ConsistencyTimeout(
+                    f"projections did not reach {behind} within the consistency timeout "
+                    f"(at { ({p: have.get(p, -1) for p in behind}) }); the write is durable, "
+                    "retry the read"
+                )
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.2)

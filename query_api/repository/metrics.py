@@ -1,0 +1,160 @@
+"""Metric series reads over `metric_points`: raw pages, SQL-side downsampling, Arrow export.
+
+Rules: points are read with FINAL (the table is a ReplacingMergeTree keyed on point
+identity, so redelivered points never count twice); raw pages use keyset pagination on the
+table's sort key (page k costs the same as page 1); buckets are computed in SQL and every
+bucket keeps min, max, avg, last and count, so a spike is never averaged away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from query_api.repository.store import ReadStore
+
+Axis = Literal["step", "time"]
+
+_X = {"step": "step", "time": "toUnixTimestamp64Milli(timestamp)"}
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric series of one run, optionally cut to `start <= x <= end`."""
+
+    run_id: str
+    key: str
+    split: str = ""
+    x: Axis = "step"
+    start: int | None = None
+    end: int | None = None
+
+    def where(self, params: dict[str, Any]) -> str:
+        params.update(run=self.run_id, key=self.key, split=self.split)
+        conds = ["run_id = {run:String}", "key = {key:String}", "split = {split:String}"]
+        if self.start is not None:
+            params["start"] = self.start
+            conds.append(f"{_X[self.x]} >= {{start:Int64}}")
+        if self.end is not None:
+            params["end"] = self.end
+            conds.append(f"{_X[self.x]} <= {{end:Int64}}")
+        return " AND ".join(conds)
+
+
+Cursor = tuple[int, str, int, int]  # (step, producer_id, seq, idx): the table's sort key
+
+
+class MetricRepository:
+    def __init__(self, store: ReadStore) -> None:
+        self.store = store
+
+    def history(
+        self, s: Series, limit: int, after: Cursor | None
+    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        """Up to `limit` points in step order after `after`; the cursor of the last one."""
+        params: dict[str, Any] = {"lim": limit}
+        where = s.where(params)
+        if after is not None:
+            params.update(a_step=after[0], a_prod=after[1], a_seq=after[2], a_idx=after[3])
+            where += (
+                " AND step >= {a_step:Int64} AND (step, producer_id, seq, idx) > "
+                "({a_step:Int64}, {a_prod:String}, {a_seq:UInt64}, {a_idx:UInt32})"
+            )
+        rows = self.store.rows(
+            "SELECT step, epoch, toUnixTimestamp64Milli(timestamp), value, producer_id, seq, idx "
+            f"FROM {self.store.db}.metric_points FINAL WHERE {where} "
+            "ORDER BY step, producer_id, seq, idx LIMIT {lim:UInt64}",
+            params,
+        )
+        points = [{"step": r[0], "epoch": r[1], "timestamp": r[2], "value": r[3]} for r in rows]
+        last = rows[-1] if len(rows) == limit else None
+        cursor = None if last is None else (int(last[0]), str(last[4]), int(last[5]), int(last[6]))
+        return points, cursor
+
+    def arrow_stream(self, s: Series) -> bytes:
+        """The whole series as an Arrow IPC stream (step, epoch, timestamp, value)."""
+        params: dict[str, Any] = {}
+        return self.store.raw(
+            "SELECT step, epoch, timestamp, value "
+            f"FROM {self.store.db}.metric_points FINAL WHERE {s.where(params)} "
+            "ORDER BY step, producer_id, seq, idx",
+            params,
+            fmt="ArrowStream",
+        )
+
+    def x_range(self, series: Sequence[Series]) -> tuple[int, int] | None:
+        """min/max of x over the series (steps from `metric_summary`, times from points)."""
+        first = series[0]
+        params: dict[str, Any] = {
+            "runs": sorted({s.run_id for s in series}),
+            "keys": sorted({s.key for s in series}),
+            "split": first.split,
+        }
+        sel = (
+            "run_id IN {runs:Array(String)} AND key IN {keys:Array(String)} "
+            "AND split = {split:String}"
+        )
+        if first.x == "step":
+            sql = (
+                f"SELECT min(min_step), max(max_step), count() FROM {self.store.db}.metric_summary "
+                f"WHERE {sel}"
+            )
+        else:
+            sql = (
+                "SELECT toUnixTimestamp64Milli(min(timestamp)), "
+                "toUnixTimestamp64Milli(max(timestamp)), count() "
+                f"FROM {self.store.db}.metric_points WHERE {sel}"
+            )
+        lo, hi, n = self.store.rows(sql, params)[0]
+        if not n:
+            return None
+        lo = first.start if first.start is not None else int(lo)
+        hi = first.end if first.end is not None else int(hi)
+        return (lo, hi) if lo <= hi else None
+
+    def buckets(
+        self, series: Sequence[Series], n: int, lo: int, hi: int
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """`n` equal-width buckets over [lo, hi] per (run_id, key); empty buckets omitted."""
+        first = series[0]
+        params: dict[str, Any] = {
+            "runs": sorted({s.run_id for s in series}),
+            "keys": sorted({s.key for s in series}),
+            "split": first.split,
+            "lo": lo,
+            "hi": hi,
+            "n": n,
+        }
+        x = _X[first.x]
+        sql = (
+            "SELECT run_id, key, b, min(value), max(value), avg(value), "
+            "argMax(value, (xv, producer_id, seq, idx)), count(), min(xv), max(xv) FROM ("
+            f"SELECT run_id, key, value, producer_id, seq, idx, {x} AS xv, "
+            "toUInt32(intDiv((toInt128(xv) - {lo:Int64}) * {n:UInt32}, "
+            "toInt128({hi:Int64}) - {lo:Int64} + 1)) AS b "
+            f"FROM {self.store.db}.metric_points FINAL "
+            "WHERE run_id IN {runs:Array(String)} AND key IN {keys:Array(String)} "
+            "AND split = {split:String} AND xv >= {lo:Int64} AND xv <= {hi:Int64}"
+            ") GROUP BY run_id, key, b ORDER BY run_id, key, b"
+        )
+        width = hi - lo + 1
+        out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for run_id, key, b, vmin, vmax, avg, last, count, xmin, xmax in self.store.rows(
+            sql, params
+        ):
+            out.setdefault((str(run_id), str(key)), []).append(
+                {
+                    "bucket": b,
+                    "x_start": lo + -(-b * width // n),
+                    "x_end": lo + -(-(b + 1) * width // n) - 1,
+                    "x_min": xmin,
+                    "x_max": xmax,
+                    "min": vmin,
+                    "max": vmax,
+                    "avg": avg,
+                    "last": last,
+                    "count": count,
+                }
+            )
+        return out

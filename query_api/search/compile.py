@@ -1,0 +1,156 @@
+"""Compile a parsed filter / order-by into ClickHouse SQL over the run read models.
+
+The compiled WHERE expression refers to the runs row as `<alias>.` (default `r`); metric,
+param and tag tests become `run_id IN (subquery)` over `metric_summary`, `params` and `tags`,
+so a search never scans metric points. Metric keys address a split as `key@split` (`@` is
+not a key character); a bare key means the default split "".
+
+Rule: every user value is a server-side bound parameter (`{p0:String}`, `{p1:Float64}`,
+`{p2:Array(String)}`); the only interpolated identifiers are the database (validated by the
+caller) and fixed column names from this module — injection is impossible by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from query_api.search.ast import And, Comparison, Expr, Key, Or, OrderKey
+
+# Run attribute -> column of the `runs` table.
+ATTRIBUTE_COLUMNS: dict[str, str] = {
+    "run_id": "run_id",
+    "run_name": "name",
+    "status": "status",
+    "experiment_id": "experiment_id",
+    "start_time": "start_time",
+    "end_time": "end_time",
+}
+_TIME_COLUMNS = frozenset({"start_time", "end_time"})
+_SQL_OPS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+@dataclass
+class Binder:
+    """Allocates server-side parameter names; `params` goes to `client.query(parameters=)`."""
+
+    prefix: str = "p"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def bind(self, value: Any, ch_type: str) -> str:
+        name = f"{self.prefix}{len(self.params)}"
+        self.params[name] = value
+        return "{" + name + ":" + ch_type + "}"
+
+
+@dataclass(frozen=True)
+class CompiledOrder:
+    """LEFT JOINs that expose each order value, and the ORDER BY terms using them."""
+
+    joins: tuple[str, ...]
+    terms: tuple[str, ...]
+
+
+def metric_key_split(name: str) -> tuple[str, str]:
+    """`loss@val` -> ("loss", "val"); `loss` -> ("loss", "")."""
+    key, at, split = name.rpartition("@")
+    return (key, split) if at else (name, "")
+
+
+class Compiler:
+    """Compiles trees against the read models of one database."""
+
+    def __init__(self, database: str, binder: Binder, run_alias: str = "r") -> None:
+        self.db = database
+        self.binder = binder
+        self.r = run_alias
+
+    # -- filter ----------------------------------------------------------------------
+    def where(self, expr: Expr | None) -> str:
+        """A boolean SQL expression ('1' for no filter)."""
+        if expr is None:
+            return "1"
+        if isinstance(expr, And):
+            return "(" + " AND ".join(self.where(i) for i in expr.items) + ")"
+        if isinstance(expr, Or):
+            return "(" + " OR ".join(self.where(i) for i in expr.items) + ")"
+        return self._comparison(expr)
+
+    def _comparison(self, c: Comparison) -> str:
+        if c.key.entity == "attribute":
+            return self._attribute(c)
+        source, value_sql = self._entity_source(c.key)
+        run_ids = f"SELECT run_id FROM {source}"
+        if c.op == "IS NULL":
+            return f"{self.r}.run_id NOT IN ({run_ids})"
+        if c.op == "IS NOT NULL":
+            return f"{self.r}.run_id IN ({run_ids})"
+        if c.key.entity == "metric":
+            test = f"{value_sql} {_SQL_OPS[c.op]} {self.binder.bind(c.value, 'Float64')}"
+            return f"{self.r}.run_id IN ({run_ids} WHERE {test})"
+        test = self._string_test(value_sql, c)
+        return f"{self.r}.run_id IN ({run_ids} WHERE {test})"
+
+    def _entity_source(self, key: Key) -> tuple[str, str]:
+        """A subquery with one row per run holding the key, and the expression of its value."""
+        if key.entity == "metric":
+            name, split = metric_key_split(key.name)
+            k = self.binder.bind(name, "String")
+            s = self.binder.bind(split, "String")
+            return (
+                f"(SELECT run_id, tupleElement(max(last), 'value') AS v "
+                f"FROM {self.db}.metric_summary WHERE key = {k} AND split = {s} GROUP BY run_id)",
+                "v",
+            )
+        k = self.binder.bind(key.name, "String")
+        if key.entity == "param":
+            return f"(SELECT run_id, value AS v FROM {self.db}.params FINAL WHERE key = {k})", "v"
+        return (
+            f"(SELECT run_id, value AS v FROM {self.db}.tags FINAL "
+            f"WHERE key = {k} AND deleted = 0)",
+            "v",
+        )
+
+    def _string_test(self, column: str, c: Comparison) -> str:
+        if c.op in ("IN", "NOT IN"):
+            values = list(c.value) if isinstance(c.value, tuple) else []
+            return f"{column} {c.op} {self.binder.bind(values, 'Array(String)')}"
+        if c.op == "ILIKE":
+            return f"{column} ILIKE {self.binder.bind(c.value, 'String')}"
+        if c.op == "LIKE":
+            return f"{column} LIKE {self.binder.bind(c.value, 'String')}"
+        return f"{column} {_SQL_OPS[c.op]} {self.binder.bind(c.value, 'String')}"
+
+    def _attribute(self, c: Comparison) -> str:
+        column = f"{self.r}.{ATTRIBUTE_COLUMNS[c.key.name]}"
+        if c.op == "IS NULL":
+            return f"isNull({column})"
+        if c.op == "IS NOT NULL":
+            return f"isNotNull({column})"
+        if c.key.name in _TIME_COLUMNS:
+            bound = self.binder.bind(c.value, "Int64")
+            return f"{column} {_SQL_OPS[c.op]} fromUnixTimestamp64Milli({bound}, 'UTC')"
+        return self._string_test(column, c)
+
+    # -- order by --------------------------------------------------------------------
+    def order(self, keys: tuple[OrderKey, ...]) -> CompiledOrder:
+        """ORDER BY terms (runs without the key last) ending with the run id as tiebreaker."""
+        joins: list[str] = []
+        terms: list[str] = []
+        for i, ok in enumerate(keys):
+            direction = "DESC" if ok.descending else "ASC"
+            if ok.key.entity == "attribute":
+                expr = f"{self.r}.{ATTRIBUTE_COLUMNS[ok.key.name]}"
+            else:
+                source, value_sql = self._entity_source(ok.key)
+                alias = f"o{i}"
+                joins.append(
+                    f"LEFT JOIN (SELECT run_id, toNullable({value_sql}) AS v FROM {source}) "
+                    f"AS {alias} ON {alias}.run_id = {self.r}.run_id"
+                )
+                expr = f"{alias}.v"
+            terms.append(f"{expr} {direction} NULLS LAST")
+        if not keys:
+            terms.append(f"{self.r}.start_time DESC")
+        terms.append(f"{self.r}.run_id ASC")
+        return CompiledOrder(tuple(joins), tuple(terms))

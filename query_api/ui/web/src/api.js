@@ -1,0 +1,65 @@
+// Thin client of the query API's public /api/v1 routes (the UI uses nothing else).
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function call(path, init = {}) {
+  const res = await fetch(path, { headers: { Accept: "application/json" }, ...init });
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  if (!res.ok) {
+    const msg = body && body.message ? body.message : `${res.status} ${res.statusText}`;
+    throw new ApiError(res.status, body && body.error_code, msg);
+  }
+  return body;
+}
+
+const post = (path, body) =>
+  call(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body),
+  });
+
+const runPath = (id) => `/api/v1/runs/${encodeURIComponent(id)}`;
+
+export const api = {
+  experiments: () => call("/api/v1/experiments?max_results=1000"),
+  searchRuns: ({ experimentIds = [], filter = "", orderBy = [], maxResults = 500 }) =>
+    post("/api/v1/runs/search", {
+      experiment_ids: experimentIds,
+      filter,
+      order_by: orderBy,
+      max_results: maxResults,
+    }),
+  run: (id) => call(runPath(id)),
+  producers: (id) => call(`${runPath(id)}/producers`),
+  alerts: (id) => call(`${runPath(id)}/alerts`),
+  lineage: (id) => call(`${runPath(id)}/lineage`),
+  console: (id, afterOffset) =>
+    call(`${runPath(id)}/console${afterOffset == null ? "" : `?after_offset=${afterOffset}`}`),
+  buckets: (id, key, { n, split = "", x = "step", start = null, end = null }) => {
+    const q = new URLSearchParams({ n: String(n), split, x });
+    if (start != null) q.set("start", String(start));
+    if (end != null) q.set("end", String(end));
+    return call(`${runPath(id)}/metrics/${encodeURIComponent(key)}/buckets?${q}`);
+  },
+  artifactUrl: (id, key) => `${runPath(id)}/artifacts/download?key=${encodeURIComponent(key)}`,
+};
+
+/** Numbers as the API sends them: NaN/±Inf arrive as strings. */
+export function num(v) {
+  if (v == null) return null;
+  if (typeof v === "number") return Number.isFinite(v) ? v : null;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : null;
+}

@@ -1,0 +1,132 @@
+"""Writes of one caller: build envelopes, encode with `schemas`, produce, remember the marks.
+
+Rules: every event is encoded before anything is sent (a contract violation is a 400 naming
+the field, and nothing of the batch leaves); the events carry the caller's project; once
+Kafka acknowledged them, the offsets are remembered for the run and experiment they touch
+(read-your-writes of the MLflow routes) and returned as a consistency token.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from query_api.consistency import WriteMarks, encode_token, merge
+from query_api.errors import BadRequest
+from query_api.eventlog import EventLog, Record, Stamp
+from schemas import Envelope, InvalidEvent, encode, partition_key
+
+
+class Writer:
+    def __init__(self, log: EventLog, stamp: Stamp, marks: WriteMarks, project: str) -> None:
+        self.log = log
+        self.stamp = stamp
+        self.marks = marks
+        self.project = project
+
+    def envelope(
+        self,
+        experiment_id: str,
+        run_id: str | None = None,
+        *,
+        user: str | None = None,
+        occurred_at: int | None = None,
+    ) -> Envelope:
+        return self.stamp.envelope(
+            project=self.project,
+            experiment_id=experiment_id,
+            run_id=run_id,
+            user=user,
+            occurred_at=occurred_at,
+        )
+
+    async def emit(self, events: Sequence[Any], extra_keys: Iterable[str] = ()) -> str:
+        """Encode and produce `events` (all or none); the consistency token of the write.
+
+        The offsets are remembered under each event's keys (`event_keys`) and `extra_keys`.
+        """
+        records: list[Record] = []
+        keys: set[str] = set(extra_keys)
+        for event in events:
+            try:
+                records.append((partition_key(event), encode(event)))
+            except InvalidEvent as exc:
+                raise BadRequest(f"invalid {type(event).__name__}: {exc}") from exc
+            keys.update(event_keys(event.envelope.experiment_id, event.envelope.run_id))
+        return await self.produce(records, keys)
+
+    async def produce(self, records: Sequence[Record], keys: Iterable[str]) -> str:
+        """Produce already encoded records; remember their offsets under `keys`."""
+        if not records:
+            return encode_token({})
+        positions = await self.log.send(records)
+        self.marks.record(keys, positions)
+        return encode_token(merge({}, positions))
+
+
+def event_keys(experiment_id: str, run_id: str | None) -> list[str]:
+    """The mark keys of an event: its run (or its experiment) and its experiment's runs."""
+    own = run_key(run_id) if run_id else experiment_key(experiment_id)
+    return [own, experiment_runs_key(experiment_id)]
+
+
+def run_key(run_id: str) -> str:
+    """Marks of one run's events (run get, metric history, param checks wait for these)."""
+    return f"r:{run_id}"
+
+
+def experiment_key(experiment_id: str) -> str:
+    """Marks of the experiment's own events (not its runs'): experiment get / create."""
+    return f"e:{experiment_id}"
+
+
+def experiment_name_key(project: str, name: str) -> str:
+    """Marks of the creation / renaming of an experiment to `name` (get-by-name waits)."""
+    return f"n:{project}\x00{name}"
+
+
+def experiment_runs_key(experiment_id: str) -> str:
+    """Marks of every event of the experiment and its runs: run search waits for these."""
+    return f"x:{experiment_id}"
+
+
+@dataclass
+class RunEntry:
+    """What this process knows about a live run; `params` are those it saw or wrote."""
+
+    experiment_id: str
+    params: dict[str, str] | None  # None: unknown (read them from the store)
+    created: dict[str, Any] | None = None  # the run as created here (until it is projected)
+
+
+class RunDirectory:
+    """(project, run id) -> `RunEntry` of runs known to be live (LRU; ids never move).
+
+    A run created through this process starts with an empty, complete param ledger, so its
+    param-conflict check (MLflow: params are immutable) needs no read; for other runs the
+    ledger is filled from the store once. Params written around this process (the SDK, a
+    second API replica) are still resolved by the processors (first in log order wins).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, str], RunEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, project: str, run_id: str) -> RunEntry | None:
+        with self._lock:
+            return self._items.get((project, run_id))
+
+    def put(self, project: str, run_id: str, entry: RunEntry) -> None:
+        with self._lock:
+            self._items[(project, run_id)] = entry
+            self._items.move_to_end((project, run_id))
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def drop(self, project: str, run_id: str) -> None:
+        with self._lock:
+            self._items.pop((project, run_id), None)

@@ -1,0 +1,234 @@
+"""Test helper: create the read-model tables from the processors' SQL migrations (read from
+disk — the query API must not import `processors`) and insert rows straight into them.
+
+The migration files use `{db}` for the database; statements are split the way the
+processors' runner splits them: `--` comment lines dropped, then split on `;`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "processors" / "migrations"
+UTC = dt.timezone.utc
+T0 = 1_790_000_000_000  # epoch ms used as the base of test times
+
+
+def migration_statements(database: str) -> list[str]:
+    files = sorted(MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    if not files:
+        raise FileNotFoundError(f"no migrations in {MIGRATIONS}")
+    out: list[str] = []
+    for f in files:
+        body = "\n".join(
+            line for line in f.read_text("utf-8").splitlines() if not line.lstrip().startswith("--")
+        )
+        out += [s.strip().replace("{db}", database) for s in body.split(";") if s.strip()]
+    return out
+
+
+def ts(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class ReadModels:
+    """Inserts rows into one test database's read-model tables."""
+
+    def __init__(self, client: Any, database: str, project: str = "default") -> None:
+        self.client = client
+        self.db = database
+        self.project = project
+        self._version = 0
+
+    def migrate(self) -> ReadModels:
+        for stmt in migration_statements(self.db):
+            self.client.command(stmt)
+        return self
+
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def _insert(self, table: str, row: dict[str, Any]) -> None:
+        self.client.insert(f"{self.db}.{table}", [list(row.values())], column_names=list(row))
+
+    def experiment(self, experiment_id: str, name: str, *, created: int = T0, **kw: Any) -> None:
+        self._insert(
+            "experiments",
+            {
+                "project": kw.get("project", self.project),
+                "experiment_id": experiment_id,
+                "name": name,
+                "description": kw.get("description", ""),
+                "tags": kw.get("tags", {}),
+                "deleted": kw.get("deleted", 0),
+                "created_at": ts(created),
+                "updated_at": ts(created),
+                "event_id": f"e-{experiment_id}-{self._version}",
+                "version": self._next_version(),
+            },
+        )
+
+    def run(self, run_id: str, experiment_id: str = "1", *, start: int = T0, **kw: Any) -> None:
+        end = kw.get("end")
+        self._insert(
+            "runs",
+            {
+                "project": kw.get("project", self.project),
+                "experiment_id": experiment_id,
+                "run_id": run_id,
+                "name": kw.get("name", run_id),
+                "notes": kw.get("notes", ""),
+                "status": kw.get("status", "RUNNING"),
+                "status_reason": "",
+                "start_time": ts(start),
+                "end_time": None if end is None else ts(end),
+                "deleted": kw.get("deleted", 0),
+                "parent_run_id": kw.get("parent"),
+                "fork_step": kw.get("fork_step"),
+                "cloned_from_run_id": None,
+                "created_at": ts(start),
+                "updated_at": ts(start),
+                "event_id": f"r-{run_id}-{self._version}",
+                "version": self._next_version(),
+            },
+        )
+
+    def params(self, run_id: str, values: dict[str, str], experiment_id: str = "1") -> None:
+        for k, v in values.items():
+            self._insert(
+                "params",
+                {
+                    "project": self.project,
+                    "experiment_id": experiment_id,
+                    "run_id": run_id,
+                    "key": k,
+                    "value": v,
+                    "occurred_at": ts(T0),
+                    "event_id": f"p-{run_id}-{k}",
+                    "log_offset": self._next_version(),
+                },
+            )
+
+    def tags(
+        self, run_id: str, values: dict[str, str], experiment_id: str = "1", deleted: int = 0
+    ) -> None:
+        for k, v in values.items():
+            self._insert(
+                "tags",
+                {
+                    "project": self.project,
+                    "experiment_id": experiment_id,
+                    "run_id": run_id,
+                    "key": k,
+                    "value": v,
+                    "deleted": deleted,
+                    "occurred_at": ts(T0),
+                    "event_id": f"t-{run_id}-{k}",
+                    "version": self._next_version(),
+                },
+            )
+
+    def attributes(self, run_id: str, values: dict[str, str], experiment_id: str = "1") -> None:
+        for k, v in values.items():
+            self._insert(
+                "attributes",
+                {
+                    "project": self.project,
+                    "experiment_id": experiment_id,
+                    "run_id": run_id,
+                    "key": k,
+                    "value": v,
+                    "occurred_at": ts(T0),
+                    "event_id": f"a-{run_id}-{k}",
+                    "version": self._next_version(),
+                },
+            )
+
+    def artifact(self, run_id: str, key: str, *, size: int = 10, experiment_id: str = "1") -> None:
+        self._insert(
+            "artifacts",
+            {
+                "project": self.project,
+                "experiment_id": experiment_id,
+                "run_id": run_id,
+                "key": key,
+                "uri": f"s3://bucket/{run_id}/{key}",
+                "size": size,
+                "sha256": "ab",
+                "content_type": "text/plain",
+                "kind": "file",
+                "step": None,
+                "metadata": {"m": "1"},
+                "deleted": 0,
+                "occurred_at": ts(T0),
+                "event_id": f"f-{run_id}-{key}",
+                "version": self._next_version(),
+            },
+        )
+
+    def points(
+        self,
+        run_id: str,
+        key: str,
+        values: list[float],
+        *,
+        steps: list[int] | None = None,
+        split: str = "",
+        experiment_id: str = "1",
+        t0: int = T0,
+        producer: str = "p1",
+        summary: bool = True,
+    ) -> None:
+        """Points at `steps` (default 0..n-1), timestamp t0 + 1000*step; plus their summary."""
+        steps = list(range(len(values))) if steps is None else steps
+        n = len(values)
+        self.client.insert(
+            f"{self.db}.metric_points",
+            [
+                [run_id] * n,
+                [key] * n,
+                [split] * n,
+                steps,
+                [0] * n,
+                [ts(t0 + 1000 * s) for s in steps],
+                values,
+                [producer] * n,
+                list(range(n)),
+                [0] * n,
+            ],
+            column_names=[
+                "run_id",
+                "key",
+                "split",
+                "step",
+                "epoch",
+                "timestamp",
+                "value",
+                "producer_id",
+                "seq",
+                "idx",
+            ],
+            column_oriented=True,
+        )
+        if summary and n:
+            last = max(range(n), key=lambda i: (steps[i], i))
+            self._insert(
+                "metric_summary",
+                {
+                    "project": self.project,
+                    "experiment_id": experiment_id,
+                    "key": key,
+                    "split": split,
+                    "run_id": run_id,
+                    "count": n,
+                    "sum_value": sum(values),
+                    "min_value": min(values),
+                    "max_value": max(values),
+                    "min_step": min(steps),
+                    "max_step": max(steps),
+                    "last": (steps[last], ts(t0 + 1000 * steps[last]), 0, last, values[last]),
+                },
+            )

@@ -1,0 +1,169 @@
+"""Metric history (JSON pages, Arrow IPC), SQL-side buckets and the multi-run comparison."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from tests.query_api.readmodels import T0, ReadModels
+from tests.query_api.testclient import TestClient
+
+pytestmark = pytest.mark.stack
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+def series(n: int) -> list[float]:
+    return [math.sin(i / 10) for i in range(n)]
+
+
+def test_history_pages_cover_the_series_exactly_once(api: TestClient, models: ReadModels) -> None:
+    models.run("r")
+    values = series(1000)
+    models.points("r", "train/loss", values[:600])
+    models.points("r", "train/loss", values[600:], steps=list(range(600, 1000)), producer="p2")
+    models.points("r", "train/loss", values[:10], summary=False)  # a redelivered batch
+    got: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"max_results": 300}
+    pages = 0
+    while True:
+        r = api.get("/api/v1/runs/r/metrics/train/loss/history", params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        got += body["points"]
+        pages += 1
+        if "next_page_token" not in body:
+            break
+        params["page_token"] = body["next_page_token"]
+    assert pages == 4
+    assert [p["step"] for p in got] == list(range(1000))
+    assert [p["value"] for p in got] == values
+    assert got[5]["timestamp"] == T0 + 5000
+
+
+def test_history_range_split_and_errors(api: TestClient, models: ReadModels) -> None:
+    models.run("r")
+    models.points("r", "acc", [0.1, 0.2, 0.3, 0.4])
+    models.points("r", "acc", [9.0], split="val")
+    r = api.get("/api/v1/runs/r/metrics/acc/history", params={"start": 1, "end": 2}).json()
+    assert [p["value"] for p in r["points"]] == [0.2, 0.3]
+    r = api.get("/api/v1/runs/r/metrics/acc/history", params={"split": "val"}).json()
+    assert [p["value"] for p in r["points"]] == [9.0]
+    assert api.get("/api/v1/runs/r/metrics/none/history").json()["points"] == []
+    assert api.get("/api/v1/runs/zz/metrics/acc/history").status_code == 404
+    bad = api.get("/api/v1/runs/r/metrics/acc/history", params={"page_token": "eyJxIjoxfQ"})
+    assert bad.status_code == 400
+    assert api.get("/api/v1/runs/r/metrics/acc/history", params={"start": "x"}).status_code == 400
+    huge = api.get("/api/v1/runs/r/metrics/acc/history", params={"max_results": 10**7})
+    assert huge.status_code == 400
+
+
+def test_non_finite_values_stay_valid_json(api: TestClient, models: ReadModels) -> None:
+    models.run("r")
+    models.points("r", "x", [1.0, float("inf"), float("-inf"), float("nan")])
+    r = api.get("/api/v1/runs/r/metrics/x/history")
+    assert r.status_code == 200
+    assert [p["value"] for p in r.json()["points"]] == [1.0, "Infinity", "-Infinity", "NaN"]
+
+
+def test_arrow_stream_is_the_whole_series(api: TestClient, models: ReadModels) -> None:
+    models.run("r")
+    values = series(5000)
+    models.points("r", "loss", values)
+    r = api.get("/api/v1/runs/r/metrics/loss/history", headers={"Accept": ARROW})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == ARROW
+    table = pa.ipc.open_stream(r.content).read_all()
+    assert table.column_names == ["step", "epoch", "timestamp", "value"]
+    assert table.column("step").to_pylist() == list(range(5000))
+    assert table.column("value").to_pylist() == values
+    assert pa.types.is_timestamp(table.schema.field("timestamp").type)
+    paged = api.get(
+        "/api/v1/runs/r/metrics/loss/history", params={"max_results": 5}, headers={"Accept": ARROW}
+    )
+    assert paged.status_code == 400
+
+
+def test_buckets_keep_spikes_and_count_every_point(api: TestClient, models: ReadModels) -> None:
+    models.run("r")
+    values = [1.0] * 10_000
+    values[4321] = 1000.0  # one spike
+    values[9999] = 2.0
+    models.points("r", "loss", values)
+    body = api.get("/api/v1/runs/r/metrics/loss/buckets", params={"n": 100}).json()
+    assert (body["start"], body["end"], body["n"], body["x"]) == (0, 9999, 100, "step")
+    buckets = body["buckets"]
+    assert len(buckets) == 100
+    assert sum(b["count"] for b in buckets) == 10_000
+    assert all(b["count"] == 100 for b in buckets)
+    spike = buckets[43]
+    assert (spike["max"], spike["min"], spike["x_start"], spike["x_end"]) == (
+        1000.0,
+        1.0,
+        4300,
+        4399,
+    )
+    assert spike["avg"] == pytest.approx((99 + 1000) / 100)
+    assert max(b["max"] for b in buckets) == 1000.0
+    assert buckets[-1]["last"] == 2.0
+    assert buckets[-1]["x_max"] == 9999
+
+
+def test_buckets_over_a_window_and_by_time(api: TestClient, models: ReadModels) -> None:
+    models.run("r")
+    models.points("r", "loss", [float(i) for i in range(100)])
+    body = api.get(
+        "/api/v1/runs/r/metrics/loss/buckets", params={"n": 3, "start": 10, "end": 18}
+    ).json()
+    assert [
+        (b["x_start"], b["x_end"], b["min"], b["max"], b["count"]) for b in body["buckets"]
+    ] == [
+        (10, 12, 10.0, 12.0, 3),
+        (13, 15, 13.0, 15.0, 3),
+        (16, 18, 16.0, 18.0, 3),
+    ]
+    by_time = api.get("/api/v1/runs/r/metrics/loss/buckets", params={"n": 10, "x": "time"}).json()
+    assert (by_time["start"], by_time["end"]) == (T0, T0 + 99_000)
+    assert sum(b["count"] for b in by_time["buckets"]) == 100
+    empty = api.get("/api/v1/runs/r/metrics/nothing/buckets").json()
+    assert empty["buckets"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"n": 0}, {"n": 10**6}, {"x": "epoch"}, {"start": 5, "end": 1}, {"n": "ten"}],
+)
+def test_bad_bucket_requests_are_400(
+    api: TestClient, models: ReadModels, params: dict[str, Any]
+) -> None:
+    models.run("r")
+    r = api.get("/api/v1/runs/r/metrics/loss/buckets", params=params)
+    assert r.status_code == 400, r.text
+    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_compare_runs_by_keys_in_one_call(api: TestClient, models: ReadModels) -> None:
+    for run_id, scale in (("a", 1.0), ("b", 2.0)):
+        models.run(run_id)
+        models.points(run_id, "loss", [scale * i for i in range(10)])
+    models.points("a", "acc", [0.5, 0.6])
+    body = {"run_ids": ["a", "b"], "keys": ["loss", "acc"], "n": 2}
+    r = api.post("/api/v1/runs/compare", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["start"], out["end"]) == (0, 9)
+    pairs = {(s["run_id"], s["key"]): s for s in out["series"]}
+    assert list(pairs) == [("a", "loss"), ("a", "acc"), ("b", "loss"), ("b", "acc")]
+    assert pairs[("b", "loss")]["summary"]["last"] == 18.0
+    assert pairs[("b", "acc")]["summary"] is None
+    assert pairs[("b", "acc")]["buckets"] == []
+    assert [b["max"] for b in pairs[("b", "loss")]["buckets"]] == [8.0, 18.0]
+    assert [b["count"] for b in pairs[("a", "acc")]["buckets"]] == [2]
+    summaries_only = api.post("/api/v1/runs/compare", json={"run_ids": ["a"], "keys": ["loss"]})
+    assert "buckets" not in summaries_only.json()["series"][0]
+    missing = api.post("/api/v1/runs/compare", json={"run_ids": ["a", "zz"], "keys": ["loss"]})
+    assert missing.status_code == 404
+    assert api.post("/api/v1/runs/compare", json={"run_ids": [], "keys": ["x"]}).status_code == 400

@@ -1,0 +1,209 @@
+"""POST /api/v1/runs/search against real chDB: filters, ordering, pages, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.query_api.readmodels import T0, ReadModels
+from tests.query_api.testclient import TestClient
+
+pytestmark = pytest.mark.stack
+
+SEARCH = "/api/v1/runs/search"
+
+
+def seed(m: ReadModels) -> None:
+    """Five runs in experiment 1, one in experiment 2, one deleted."""
+    m.experiment("1", "exp-one")
+    m.experiment("2", "exp-two")
+    specs: list[tuple[str, str, int, str, dict[str, str], dict[str, str], float | None]] = [
+        ("a", "1", 1, "FINISHED", {"lr": "0.01", "opt": "adam"}, {"team": "x"}, 0.95),
+        ("b", "1", 2, "FINISHED", {"lr": "0.1", "opt": "AdamW"}, {"team": "y"}, 0.80),
+        ("c", "1", 3, "FAILED", {"lr": "0.01"}, {"team": "x", "note": "it's"}, 0.99),
+        ("d", "1", 4, "RUNNING", {"lr": "1.0"}, {}, None),
+        ("e", "1", 5, "KILLED", {}, {"team": "z"}, 0.50),
+        ("f", "2", 6, "FINISHED", {"lr": "0.01"}, {"team": "x"}, 0.97),
+    ]
+    for run_id, exp, k, status, params, tags, acc in specs:
+        end = None if status == "RUNNING" else T0 + k * 1000 + 500
+        m.run(run_id, exp, start=T0 + k * 1000, status=status, end=end, name=f"run-{run_id}")
+        m.params(run_id, params, exp)
+        m.tags(run_id, tags, exp)
+        if acc is not None:
+            m.points(run_id, "acc", [acc / 2, acc], experiment_id=exp)
+    m.points("a", "loss", [0.3, 0.2], split="val")
+    m.tags("b", {"team": "gone"}, deleted=1)  # TagsRemoved: the live value is gone
+    m.run("g", "1", start=T0 + 7000, status="FINISHED", deleted=1)
+    m.points("g", "acc", [1.0])
+
+
+def ids(api: TestClient, **body: Any) -> list[str]:
+    r = api.post(SEARCH, json={"experiment_ids": ["1"], **body})
+    assert r.status_code == 200, r.text
+    return [run["run_id"] for run in r.json()["runs"]]
+
+
+FILTERS = [
+    ("", ["e", "d", "c", "b", "a"]),  # default order: start_time DESC
+    ("metrics.acc > 0.9", ["c", "a"]),
+    ("metrics.acc >= 0.95 and params.lr = '0.01'", ["c", "a"]),
+    ("metric.acc < 0.9", ["e", "b"]),
+    ("metrics.acc != 0.5", ["c", "b", "a"]),
+    ("metrics.acc IS NULL", ["d"]),
+    ("metrics.acc IS NOT NULL", ["e", "c", "b", "a"]),
+    ("metrics.loss@val < 0.25", ["a"]),
+    ("metrics.loss < 0.25", []),
+    ("params.lr = '0.01'", ["c", "a"]),
+    ("params.lr != '0.01'", ["d", "b"]),
+    ("params.opt LIKE 'Adam%'", ["b"]),
+    ("params.opt ILIKE 'adam%'", ["b", "a"]),
+    ("params.opt IS NULL", ["e", "d", "c"]),
+    ("params.lr IN ('0.1', '1.0')", ["d", "b"]),
+    ("params.lr NOT IN ('0.1', '1.0')", ["c", "a"]),
+    ("tags.team = 'x'", ["c", "a"]),
+    ("tags.team IS NULL", ["d", "b"]),
+    ("tags.note = 'it''s'", ["c"]),
+    ("attributes.status = 'FINISHED'", ["b", "a"]),
+    ("status IN ('FAILED', 'KILLED')", ["e", "c"]),
+    ("status NOT IN ('FAILED', 'KILLED')", ["d", "b", "a"]),
+    ("run_name LIKE 'run-%' and run_name != 'run-a'", ["e", "d", "c", "b"]),
+    ("attributes.run_id = 'b'", ["b"]),
+    (f"start_time >= {T0 + 3000}", ["e", "d", "c"]),
+    (f"attributes.end_time < {T0 + 3000}", ["b", "a"]),
+    ("end_time IS NULL", ["d"]),
+    ("metrics.acc > 0.9 or status = 'KILLED'", ["e", "c", "a"]),
+    ("(metrics.acc > 0.9 or status = 'KILLED') and tags.team = 'x'", ["c", "a"]),
+    ("metrics.acc > 0.9 or status = 'KILLED' and tags.team = 'x'", ["c", "a"]),
+]
+
+
+def test_filters_select_the_expected_runs(api: TestClient, models: ReadModels) -> None:
+    seed(models)
+    for text, expected in FILTERS:
+        assert ids(api, filter=text) == expected, text
+
+
+def test_order_by_metrics_params_attributes(api: TestClient, models: ReadModels) -> None:
+    seed(models)
+    assert ids(api, order_by=["metrics.acc DESC"]) == ["c", "a", "b", "e", "d"]  # nulls last
+    assert ids(api, order_by=["metrics.acc ASC"]) == ["e", "b", "a", "c", "d"]
+    assert ids(api, order_by="params.lr ASC, attributes.start_time DESC") == [
+        "c",
+        "a",
+        "b",
+        "d",
+        "e",
+    ]
+    assert ids(api, order_by=["run_name DESC"]) == ["e", "d", "c", "b", "a"]
+    assert ids(api, order_by=["tags.team"], filter="tags.team IS NOT NULL") == ["a", "c", "e"]
+
+
+def test_experiments_and_view_types(api: TestClient, models: ReadModels) -> None:
+    seed(models)
+    assert ids(api, experiment_ids=["2"]) == ["f"]
+    assert ids(api, experiment_ids=[], filter="params.lr = '0.01'") == ["f", "c", "a"]
+    assert ids(api, run_view_type="DELETED_ONLY") == ["g"]
+    assert ids(api, run_view_type="ALL", filter="metrics.acc >= 0.99") == ["g", "c"]
+
+
+def test_results_carry_params_tags_and_latest_metrics(api: TestClient, models: ReadModels) -> None:
+    seed(models)
+    run = api.post(SEARCH, json={"filter": "attributes.run_id = 'a'"}).json()["runs"][0]
+    assert run["params"] == {"lr": "0.01", "opt": "adam"}
+    assert run["tags"] == {"team": "x"}
+    assert {(m["key"], m["split"], m["last"]) for m in run["metrics"]} == {
+        ("acc", "", 0.95),
+        ("loss", "val", 0.2),
+    }
+    assert run["status"] == "FINISHED"
+    assert run["start_time"] == T0 + 1000
+    assert run["lifecycle_stage"] == "active"
+
+
+def test_pages_walk_every_run_once(api: TestClient, models: ReadModels) -> None:
+    seed(models)
+    body: dict[str, Any] = {"experiment_ids": ["1"], "max_results": 2, "order_by": ["run_id"]}
+    seen: list[str] = []
+    for _ in range(10):
+        r = api.post(SEARCH, json=body).json()
+        seen += [run["run_id"] for run in r["runs"]]
+        if "next_page_token" not in r:
+            break
+        body["page_token"] = r["next_page_token"]
+    assert seen == ["a", "b", "c", "d", "e"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"filter": "metrics.acc >"}, "position 13"),
+        ({"filter": "params.lr > '1'"}, "position 10"),
+        ({"filter": "metrics.acc > 1; DROP TABLE runs"}, "position 15"),
+        ({"order_by": ["metrics.acc DESC", "metrics.acc SIDEWAYS"]}, "order_by[1]"),
+        ({"page_token": "not-a-token"}, "page_token"),
+        ({"max_results": 0}, "max_results"),
+        ({"max_results": 10**9}, "max_results"),
+        ({"max_results": "many"}, "max_results"),
+        ({"experiment_ids": "1"}, "experiment_ids"),
+        ({"run_view_type": "SOME"}, "run_view_type"),
+        ({"unknown_field": 1}, "unknown_field"),
+    ],
+)
+def test_bad_requests_are_400_with_a_json_error(
+    api: TestClient, models: ReadModels, body: dict[str, Any], fragment: str
+) -> None:
+    r = api.post(SEARCH, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert fragment in r.json()["message"]
+
+
+def test_a_token_from_another_query_is_rejected(api: TestClient, models: ReadModels) -> None:
+    seed(models)
+    first = api.post(SEARCH, json={"experiment_ids": ["1"], "max_results": 1}).json()
+    r = api.post(
+        SEARCH,
+        json={
+            "experiment_ids": ["1"],
+            "max_results": 1,
+            "filter": "status = 'FINISHED'",
+            "page_token": first["next_page_token"],
+        },
+    )
+    assert r.status_code == 400
+    assert "different query" in r.json()["message"]
+
+
+INJECTIONS = [
+    "params.lr = ''' OR 1=1 --'",
+    "params.lr = '0.01''; DROP TABLE runs; --'",
+    "params.`lr' OR '1'='1` = 'x'",
+    "run_name IN ('x'') OR (1=1', '{p0:String}')",
+    "tags.team = '\\' OR tags.team = 'x\\'",
+]
+
+
+def test_injection_attempts_are_plain_values(api: TestClient, models: ReadModels) -> None:
+    seed(models)
+    for text in INJECTIONS:
+        assert ids(api, filter=text) == [], text
+    # a comment opener inside a quoted key and value changes nothing around it
+    assert ids(api, filter="params.lr LIKE '%' or tags.`a/*` = '*/ 1'") == ["d", "c", "b", "a"]
+    # a backslash is an ordinary character, so this does not close the string: a 400, not SQL
+    r = api.post(SEARCH, json={"filter": "tags.team = '\\' OR 1=1 --'"})
+    assert r.status_code == 400
+    assert ids(api) == ["e", "d", "c", "b", "a"]  # nothing was dropped
+
+
+def test_latest_version_wins_before_filtering(api: TestClient, models: ReadModels) -> None:
+    models.run("x", status="RUNNING")
+    models.run("x", status="FINISHED")  # a later version of the same run
+    models.run("y", status="RUNNING")
+    models.run("y", status="RUNNING", deleted=1)  # RunDeleted
+    assert ids(api) == ["x"]
+    assert ids(api, filter="status = 'RUNNING'") == []
+    assert ids(api, filter="status = 'FINISHED'") == ["x"]
+    assert ids(api, run_view_type="DELETED_ONLY") == ["y"]
+    assert api.get("/api/v1/runs/y").json()["run"]["lifecycle_stage"] == "deleted"
