@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export RUNSTREAM_HOME := $(CURDIR)/.runstream
 
-.PHONY: demo test lint unit install up down status clean
+.PHONY: demo test lint install chromium up down status clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,20 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[server,dev]"
 	touch $@
 
-install: $(BIN)/.installed
+UI_SRC := $(wildcard query_api/ui/web/src/*) query_api/ui/web/build.mjs query_api/ui/web/package-lock.json
+UI_BUILD := query_api/ui/static/BUILD.json
+
+# The web UI: uPlot from the npm registry, copied beside our plain ES modules (no CDN).
+$(UI_BUILD): $(UI_SRC)
+	cd query_api/ui/web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+install: $(BIN)/.installed $(UI_BUILD)
 	$(BIN)/runstream install
 
 demo: install
@@ -27,7 +40,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install lint
+test: install chromium lint
 	$(BIN)/python -m pytest
 
 up: install

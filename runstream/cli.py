@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from runstream.settings import ServerSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -49,6 +52,9 @@ def up(
     backend: str = typer.Option(
         "local", help="local (Maven Kafka + SeaweedFS + chDB) or containers (needs Docker)."
     ),
+    with_serve: bool = typer.Option(
+        True, "--serve/--no-serve", help="Also run the projection worker + API (serve)."
+    ),
 ) -> None:
     """Start the local stack (idempotent) and print how to reach it."""
     from runstream.stack import LocalStack, StackError
@@ -71,7 +77,7 @@ def up(
         raise typer.Exit(2)
     stack = LocalStack(home_dir(home))
     try:
-        conn = stack.up(_progress)
+        conn = stack.up(_progress, serve=with_serve)
     except StackError as exc:
         console.print(f"[red]stack failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -138,6 +144,259 @@ def env(home: Optional[Path] = HomeOpt) -> None:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(3) from exc
     _print_env(conn.env(), exports=True)
+
+
+@app.command()
+def worker(
+    database: str = typer.Option("runstream", help="Read-model database."),
+    instance_id: Optional[str] = typer.Option(
+        None, help="Stable id per worker (static group membership: fast restarts)."
+    ),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Run one projection worker (cluster mode: many share the consumer group)."""
+    from runstream.serve import run_worker
+
+    _logging()
+    run_worker(_server_settings(home), database, instance_id)
+
+
+@app.command()
+def replay(
+    source: str = typer.Option("kafka", help="kafka (from offset 0) or archive (S3 segments)."),
+    cluster: bool = typer.Option(
+        False,
+        help="Run here against the ClickHouse server (cluster mode) instead of "
+        "inside the serve process that owns chDB.",
+    ),
+    api_url: Optional[str] = typer.Option(None, help="The serve process (default: local stack)."),
+    database: str = typer.Option("runstream", help="Read-model database."),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Rebuild every read model from the log into a new database and switch reads to it.
+
+    Interrupt with Ctrl-C; running it again resumes where it stopped.
+    """
+    from runstream.replay import ReplayJob, run_replay
+
+    if cluster:
+        from runstream.serve import clickhouse_client, minio_client
+
+        settings = _server_settings(home)
+        from processors.archive import EventArchive
+
+        archive = EventArchive(minio_client(settings), settings.s3_bucket)
+        job = ReplayJob(source)
+        import threading
+
+        t = threading.Thread(
+            target=run_replay,
+            daemon=True,
+            args=(clickhouse_client(settings), settings, database, job, archive),
+        )
+        t.start()
+        _watch_replay(lambda: job.view(), lambda: job.stop.set(), t.is_alive)
+        return
+    import httpx
+
+    from runstream.stack import LocalStack, StackNotRunning
+
+    if api_url is None:
+        try:
+            api_url = LocalStack(home_dir(home)).connection().api_url
+        except StackNotRunning as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(3) from exc
+    if not api_url:
+        console.print("[red]serve is not running: `runstream up` starts it[/red]")
+        raise typer.Exit(3)
+    r = httpx.post(f"{api_url}/admin/replay", params={"source": source}, timeout=10)
+    if r.status_code != 202:
+        console.print(f"[red]replay refused ({r.status_code}):[/red] {r.text}")
+        raise typer.Exit(1)
+
+    def view() -> dict[str, Any]:
+        out: dict[str, Any] = httpx.get(f"{api_url}/admin/replay", timeout=10).json()
+        return out
+
+    _watch_replay(
+        view,
+        lambda: httpx.delete(f"{api_url}/admin/replay", timeout=10),
+        lambda: view()["state"] == "running",
+    )
+
+
+def _watch_replay(
+    view: Callable[[], dict[str, Any]], interrupt: Callable[[], object], running: Callable[[], bool]
+) -> None:
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("replay"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed:,.0f} / {task.total:,.0f} offsets · {task.fields[events]:,} events"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("replay", total=1, events=0)
+        try:
+            while running():
+                v = view()
+                parts = v["partitions"].values()
+                done = sum(p["next_offset"] for p in parts)
+                total = max(sum(p["end_offset"] or p["next_offset"] for p in parts), done, 1)
+                bar.update(task, completed=done, total=total, events=v["events"])
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            interrupt()
+            console.print("[yellow]interrupted: run `runstream replay` again to resume[/yellow]")
+            raise typer.Exit(130) from None
+    v = view()
+    if v["state"] != "completed":
+        console.print(f"[red]replay {v['state']}[/red] {v.get('error') or ''}")
+        raise typer.Exit(1)
+    console.print(
+        f"[green]replay completed[/green]: {v['events']:,} events into "
+        f"{v['database']}; reads switched: {v['switched']}"
+    )
+
+
+token_app = typer.Typer(no_args_is_help=True, help="API tokens scoped to a project.")
+app.add_typer(token_app, name="token")
+
+
+def _token_client(home: Optional[Path]) -> Any:
+    """ClickHouse for the token table; with chDB only while serve is not holding it."""
+    from runstream.serve import clickhouse_client
+    from runstream.stack import LocalStack
+
+    settings = _server_settings(home)
+    if settings.clickhouse_url.startswith("chdb://"):
+        recs = LocalStack(home_dir(home)).records()
+        if "serve" in recs and recs["serve"].alive():
+            console.print(
+                "[red]serve owns the embedded ClickHouse (chDB) right now:[/red] run "
+                "`runstream down` first, then `runstream up` again after this"
+            )
+            raise typer.Exit(3)
+    return clickhouse_client(settings)
+
+
+@token_app.command("issue")
+def token_issue(
+    project: str = typer.Argument(..., help="The project the token may read and write."),
+    name: str = typer.Option("", help="A label for humans."),
+    database: str = typer.Option("runstream"),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Issue a token (printed once; only its sha256 is stored)."""
+    from query_api.auth import issue_token
+
+    issued = issue_token(_token_client(home), database, project, name)
+    console.print(f"token {issued.info.token_id} for project {project!r} (shown once):")
+    typer.echo(issued.token)
+
+
+@token_app.command("list")
+def token_list(database: str = typer.Option("runstream"), home: Optional[Path] = HomeOpt) -> None:
+    """Every token issued (ids, projects, revoked or not — never the secret)."""
+    from query_api.auth import list_tokens
+
+    table = Table("id", "project", "name", "created", "revoked")
+    for t in list_tokens(_token_client(home), database):
+        table.add_row(t.token_id, t.project, t.name, str(t.created_at), str(t.revoked))
+    Console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: str = typer.Argument(..., help="The token id shown by `runstream token list`."),
+    database: str = typer.Option("runstream"),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Revoke a token at once."""
+    from query_api.auth import revoke_token
+
+    if not revoke_token(_token_client(home), database, token_id):
+        console.print(f"[red]no live token {token_id!r}[/red]")
+        raise typer.Exit(1)
+    console.print(f"revoked {token_id}")
+
+
+SpoolDirArg = typer.Argument(..., help="A spool directory (offline mode).")
+
+
+@app.command()
+def sync(directory: Path = SpoolDirArg) -> None:
+    """Upload events recorded offline (or left by a crash) to Kafka / the API, once."""
+    from producers.errors import RunstreamError
+    from producers.sync import sync_spool
+
+    try:
+        result = sync_spool(directory, progress=True)
+    except RunstreamError as exc:
+        console.print(f"[red]sync failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"[green]synced[/green] {result.events:,} events ({result.bytes:,} bytes) "
+        f"from {result.spools} spool(s)"
+    )
+    if result.skipped_locked:
+        console.print(
+            f"[yellow]in use by a running process, skipped:[/yellow] "
+            f"{', '.join(result.skipped_locked)}"
+        )
+    if result.failed:
+        console.print(f"[red]failed:[/red] {', '.join(result.failed)}")
+        raise typer.Exit(1)
+
+
+def _server_settings(home: Optional[Path]) -> ServerSettings:
+    from runstream.settings import ServerSettings
+
+    try:
+        return ServerSettings.load(home=home_dir(home))
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def api(
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(8765),
+    database: str = typer.Option("runstream", help="Read-model database."),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """The query API alone (cluster mode, against a ClickHouse server)."""
+    from runstream.serve import run_api
+
+    _logging()
+    run_api(_server_settings(home), database, host, port)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(8765),
+    database: str = typer.Option("runstream", help="Read-model database."),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """One machine: projection worker + query API in one process over one chDB."""
+    from runstream.serve import serve as run_serve
+
+    _logging()
+    run_serve(_server_settings(home), database, host, port)
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def _print_env(env: dict[str, str], *, exports: bool) -> None:

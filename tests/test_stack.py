@@ -189,18 +189,34 @@ def test_up_is_idempotent_down_leaves_nothing_and_stale_is_reported() -> None:
     home = TEST_STACKS / f"{os.getpid()}-lifecycle"
     s = LocalStack(home, cache=CACHE)
     try:
-        conn = s.up()
+        conn = s.up(serve=True)
         pids = {r.name: r.pid for r in s.records().values()}
-        assert s.up() == conn, "a second up changes nothing"
+        assert set(pids) == {"kafka", "s3", "serve"}
+        with urllib.request.urlopen(f"{conn.api_url}/health", timeout=5) as r:
+            assert r.status == 200, "serve answers: worker + API over this stack's chDB"
+        assert s.up(serve=True) == conn, "a second up changes nothing"
         assert {r.name: r.pid for r in s.records().values()} == pids
         # lose the state file: the processes are still ours and must be found
         s.state_file.unlink()
-        assert {pid for pid, _ in s.stale()} >= set(pids.values())
+        assert {pid for pid, _ in s.stale()} == set(pids.values())
         s.up()
         assert not set(pids.values()) & {r.pid for r in s.records().values()}
-        assert not any(p in pids.values() for p, _ in processes_referencing(str(s.dir)))
+        assert not any(p in pids.values() for p, _ in processes_referencing(str(s.home)))
         assert sorted(s.down()) == ["kafka", "s3"]
         assert s.down() == [], "a second down has nothing to stop"
     finally:
         s.destroy()
-    assert processes_referencing(str(s.dir) + os.sep) == [], "down left a process behind"
+    assert processes_referencing(str(s.home)) == [], "down left a process behind"
+
+
+def test_a_log_reader_is_not_taken_for_a_stale_service(stack: LocalStack) -> None:
+    import subprocess
+
+    reader = subprocess.Popen(
+        ["tail", "-f", str(stack.logs / "kafka.log")], stdout=subprocess.DEVNULL
+    )
+    try:
+        assert reader.pid not in {pid for pid, _ in stack.stale()}
+    finally:
+        reader.kill()
+        reader.wait()

@@ -192,7 +192,12 @@ def format_storage(
 
 
 def new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random KRaft cluster id. Like Kafka's own `Uuid.randomUuid()`, never one starting
+    with "-": StorageTool's argument parser would read `-t -abc…` as a missing value."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def start(lib: Path, config: Path, log: Path, java: str, heap_mb: int = 512) -> ProcessRecord:

@@ -13,6 +13,10 @@ import json
 import os
 import secrets
 import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,7 +26,14 @@ from typing import Callable
 from runstream.stack import kafka, seaweed
 from runstream.stack.errors import ComponentFailed, StackNotRunning
 from runstream.stack.ports import free_ports, is_free
-from runstream.stack.procs import ProcessRecord, kill, processes_referencing, start_ticks, stop
+from runstream.stack.procs import (
+    ProcessRecord,
+    kill,
+    processes_referencing,
+    spawn,
+    start_ticks,
+    stop,
+)
 from schemas import DLQ_TOPIC, EVENTS_TOPIC
 
 DEFAULT_BUCKET = "runstream"
@@ -40,9 +51,11 @@ class Connection:
     s3_secret_key: str
     s3_bucket: str
     clickhouse_url: str
+    api_url: str = ""
 
     def env(self) -> dict[str, str]:
-        return {
+        api = {"RUNSTREAM_API_URL": self.api_url} if self.api_url else {}
+        return api | {
             "RUNSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "RUNSTREAM_S3_ENDPOINT": self.s3_endpoint,
             "RUNSTREAM_S3_ACCESS_KEY": self.s3_access_key,
@@ -59,6 +72,23 @@ class _State:
     secret_key: str = ""
     cluster_id: str = ""
     processes: list[dict[str, object]] = field(default_factory=list)
+
+
+def wait_http(url: str, rec: ProcessRecord, timeout: float) -> float:
+    """Block until `url` answers 200; raise if the process exits first."""
+    t0 = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - t0 < timeout:
+        if not rec.alive():
+            raise ComponentFailed(rec.name, "exited during start-up", rec.log)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise ComponentFailed(rec.name, f"{url} not answering after {timeout:.0f}s ({last})", rec.log)
 
 
 class LocalStack:
@@ -135,14 +165,34 @@ class LocalStack:
             s3_secret_key=st.secret_key,
             s3_bucket=DEFAULT_BUCKET,
             clickhouse_url=f"chdb://{self.chdb_dir}",
+            api_url=f"http://127.0.0.1:{st.ports['api']}" if "api" in st.ports else "",
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
     def stale(self) -> list[tuple[int, list[str]]]:
-        """Processes that reference this stack's directory but are not in its state."""
+        """Our services (by their command line) on this stack's directories, not in its state.
+
+        Only command lines we launch match (the broker's config, weed's data dir, `serve
+        --home`), so a user's `tail -f` on a log file is never taken for a stale service.
+        """
         known = {r.pid for r in self.records().values() if r.alive()}
-        marker = str(self.dir) + os.sep
-        return [(pid, argv) for pid, argv in processes_referencing(marker) if pid not in known]
+        return [
+            (pid, argv)
+            for pid, argv in processes_referencing(str(self.home))
+            if pid not in known and self._is_ours(argv)
+        ]
+
+    def _is_ours(self, argv: list[str]) -> bool:
+        kafka_cfg = str(self.dir / "kafka" / "config" / "server.properties")
+        if "kafka.Kafka" in argv and kafka_cfg in argv:
+            return True
+        if (
+            argv
+            and os.path.basename(argv[0]) == "weed"
+            and f"-dir={self.dir / 's3' / 'data'}" in argv
+        ):
+            return True
+        return "runstream" in argv and "serve" in argv and str(self.home) in argv
 
     def _stop_stale(self, progress: Progress) -> None:
         for pid, argv in self.stale():
@@ -158,8 +208,14 @@ class LocalStack:
         kafka.install(self.cache, progress)
         seaweed.weed_binary()
 
-    def up(self, progress: Progress = lambda _: None, timeout: float = 90.0) -> Connection:
-        """Start what is not running; return the connection. Idempotent."""
+    def up(
+        self, progress: Progress = lambda _: None, timeout: float = 90.0, *, serve: bool = False
+    ) -> Connection:
+        """Start what is not running; return the connection. Idempotent.
+
+        serve=True also runs `runstream serve` (projection worker + API over this stack's
+        chDB) as a managed process; test sessions leave it off and open chDB themselves.
+        """
         with self._locked():
             self.install(progress)
             self._stop_stale(progress)
@@ -195,6 +251,20 @@ class LocalStack:
             self.chdb_dir.mkdir(parents=True, exist_ok=True)
             self.connection_file.write_text(json.dumps(conn.env(), indent=2))
             os.chmod(self.connection_file, 0o600)
+            if serve:
+                if "serve" not in running:
+                    if not is_free(st.ports["api"]):
+                        taken = set(st.ports.values())
+                        st.ports["api"] = next(
+                            p for p in free_ports(len(taken) + 1) if p not in taken
+                        )
+                        conn = self._connection(st)
+                    running["serve"] = self._start_serve(st)
+                    st.processes = [r.to_json() for r in running.values()]
+                    self._save(st)
+                waited = wait_http(f"{conn.api_url}/health", running["serve"], timeout)
+                progress(f"serve (worker + API) ready in {waited:.1f}s at {conn.api_url}")
+                self.connection_file.write_text(json.dumps(conn.env(), indent=2))
             return conn
 
     def down(self, progress: Progress = lambda _: None) -> list[str]:
@@ -207,7 +277,7 @@ class LocalStack:
     def _stop_all(self, progress: Progress) -> list[str]:
         st = self._load()
         stopped = []
-        for rec in map(ProcessRecord.from_json, st.processes):
+        for rec in reversed([ProcessRecord.from_json(p) for p in st.processes]):
             if stop(rec):
                 stopped.append(rec.name)
                 progress(f"stopped {rec.name} (pid {rec.pid})")
@@ -242,10 +312,28 @@ class LocalStack:
                     info["ready"] = False
                     info["error"] = str(exc)
             out[name] = info
+        serve = recs.get("serve")
+        if serve is not None and serve.alive():
+            url = f"http://127.0.0.1:{st.ports['api']}"
+            try:
+                wait_http(f"{url}/health", serve, 3)
+                ready, error = True, None
+            except ComponentFailed as exc:
+                ready, error = False, str(exc)
+            out["serve"] = {
+                "running": True,
+                "ready": ready,
+                "pid": serve.pid,
+                "url": url,
+                "log": serve.log,
+                **({"error": error} if error else {}),
+            }
+        else:
+            out["serve"] = {"running": False, "note": "`runstream up` starts it (worker + API)"}
         out["clickhouse"] = {
             "running": None,
             "url": f"chdb://{self.chdb_dir}",
-            "note": "embedded (chDB): opened by the serve process",
+            "note": "embedded (chDB), owned by the serve process",
         }
         out["stale"] = {"pids": [pid for pid, _ in self.stale()]}
         return out
@@ -263,6 +351,13 @@ class LocalStack:
         )
         if need_kafka or "kafka" not in st.ports:
             st.ports["kafka"], st.ports["kafka_controller"] = free_ports(2)
+        if "api" not in st.ports:
+            taken = set(st.ports.values())
+            st.ports["api"] = (
+                8765
+                if is_free(8765)
+                else next(p for p in free_ports(len(taken) + 1) if p not in taken)
+            )
         need_s3 = "s3" not in running and not all(
             st.ports.get(k) and is_free(st.ports[k]) and is_free(st.ports[k] + 10000)
             for k in seaweed.PORT_NAMES
@@ -289,6 +384,23 @@ class LocalStack:
         lib = kafka.lib_dir(self.cache)
         kafka.format_storage(lib, cfg, data, st.cluster_id, self.java)
         return kafka.start(lib, cfg, self.logs / "kafka.log", self.java, self.kafka_heap_mb)
+
+    def _start_serve(self, st: _State) -> ProcessRecord:
+        argv = [
+            sys.executable,
+            "-m",
+            "runstream",
+            "serve",
+            "--home",
+            str(self.home),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(st.ports["api"]),
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+        env["RUNSTREAM_HOME"] = str(self.home)
+        return spawn("serve", argv, self.logs / "serve.log", env=env)
 
     def _start_s3(self, st: _State) -> ProcessRecord:
         ports = {n: st.ports[n] for n in seaweed.PORT_NAMES}

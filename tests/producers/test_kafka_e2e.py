@@ -88,10 +88,18 @@ def test_many_processes_one_run_every_point_kept(
     }
     run_id = "multi-" + str(time.time_ns())
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(world) as pool:
+    # close + join, not the context manager: Pool.__exit__ SIGTERMs idle workers, which races
+    # with the SDK's SIGTERM handler (KILLED bookkeeping) and can leave a worker blocked on the
+    # pool's queue lock forever
+    pool = ctx.Pool(world)
+    try:
         producer_ids = pool.starmap(
             _workers.log_points, [(cfg, run_id, r, world, n) for r in range(world)]
         )
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
     assert len(set(producer_ids)) == world
     events = consume(connection.kafka_bootstrap, kafka_topic)
     got = points(events)

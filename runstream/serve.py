@@ -1,0 +1,161 @@
+"""Wiring of the server processes: the projection worker (cluster mode) and, in one-machine
+mode, the worker and the API in ONE process sharing one chDB client.
+
+Rule: this module only connects packages (settings -> clients -> processors/query_api); the
+behaviour lives in those packages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+from urllib.parse import urlsplit
+
+from runstream.settings import ServerSettings
+
+log = logging.getLogger("runstream.serve")
+
+
+def clickhouse_client(settings: ServerSettings) -> Any:
+    """chdb://DIR opens the embedded engine (this process then owns DIR); http(s):// a server."""
+    import clickhouse_connect
+
+    if settings.clickhouse_url.startswith("chdb://"):
+        # chDB runs inside our process: processors' caps keep worker + API + chDB near 1 GiB
+        from processors.cli import clickhouse_client as owned_chdb
+
+        return owned_chdb(settings.clickhouse_url)
+    return clickhouse_connect.get_client(
+        dsn=settings.clickhouse_url,
+        username=settings.clickhouse_user,
+        password=settings.clickhouse_password,
+    )
+
+
+def minio_client(settings: ServerSettings) -> Any:
+    from minio import Minio
+
+    u = urlsplit(settings.s3_endpoint)
+    return Minio(
+        u.netloc,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=u.scheme == "https",
+    )
+
+
+def make_worker(
+    settings: ServerSettings,
+    client: Any,
+    database: str,
+    *,
+    group: str = "runstream-processors",
+    instance_id: str | None = None,
+) -> Any:
+    """A projection worker; a stable `instance_id` (static membership) lets a restarted
+    worker take its partitions back at once instead of after the session timeout."""
+    from processors.archive import EventArchive
+    from processors.migrate import migrate
+    from processors.worker import ProjectionWorker, WorkerSettings
+
+    migrate(client, database)
+    archive = EventArchive(minio_client(settings), settings.s3_bucket)
+    return ProjectionWorker(
+        client,
+        bootstrap=settings.kafka_bootstrap,
+        database=database,
+        archive=archive,
+        settings=WorkerSettings(group_id=group, group_instance_id=instance_id),
+    )
+
+
+def run_worker(settings: ServerSettings, database: str, instance_id: str | None = None) -> None:
+    """A standalone projection worker until SIGTERM/SIGINT (cluster mode)."""
+    worker = make_worker(settings, clickhouse_client(settings), database, instance_id=instance_id)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+        await worker.run()
+
+    asyncio.run(main())
+
+
+def build_api(settings: ServerSettings, database: str, client_factory: Any) -> Any:
+    from query_api.app import create_app
+    from query_api.artifacts import S3Settings
+    from query_api.settings import Settings
+
+    app = create_app(
+        Settings(database=database),
+        client_factory,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        s3=S3Settings(
+            settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket
+        ),
+    )
+    app.state.object_store = minio_client(settings)  # the UI's artifact downloads
+    return app
+
+
+def run_api(settings: ServerSettings, database: str, host: str, port: int) -> None:
+    """The query API alone (cluster mode: a ClickHouse server; one HTTP client per thread)."""
+    import threading
+
+    import uvicorn
+
+    if settings.clickhouse_url.startswith("chdb://"):
+        raise SystemExit(
+            "`runstream api` needs a ClickHouse server URL; with chDB the API "
+            "and the worker share one process: use `runstream serve`"
+        )
+    local = threading.local()
+
+    def factory() -> Any:
+        if not hasattr(local, "client"):
+            local.client = clickhouse_client(settings)
+        return local.client
+
+    from processors.migrate import migrate
+
+    migrate(factory(), database)
+    uvicorn.run(build_api(settings, database, factory), host=host, port=port, log_level="info")
+
+
+def serve(settings: ServerSettings, database: str, host: str, port: int) -> None:
+    """One-machine mode: projection worker + API in ONE process over ONE chDB client."""
+    import socket
+
+    import uvicorn
+
+    client = clickhouse_client(settings)
+    worker = make_worker(settings, client, database, instance_id=f"serve-{socket.gethostname()}")
+    app = build_api(settings, database, lambda: client)
+    from processors.archive import EventArchive
+    from runstream.replay import admin_router
+
+    app.include_router(
+        admin_router(
+            client,
+            settings,
+            database,
+            lambda: EventArchive(minio_client(settings), settings.s3_bucket),
+        )
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+
+    async def main() -> None:
+        work = asyncio.create_task(worker.run(), name="projection-worker")
+        try:
+            await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers)
+        finally:
+            await worker.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(work, timeout=30)
+
+    asyncio.run(main())
