@@ -63,8 +63,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     if callable(prev):
         prev(signum, frame)
         return
-    if prev == signal.SIG_IGN or terminating.is_set():
+    if prev == signal.SIG_IGN:
         return
+    if terminating.is_set():  # a second SIGTERM while shutting down: stop now, never swallow it
+        os._exit(128 + signal.SIGTERM)
     terminating.set()
     threading.Thread(target=_terminate, name="runstream-sigterm", daemon=True).start()
 

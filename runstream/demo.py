@@ -122,6 +122,7 @@ def main() -> int:
     _report(conn.api_url, run_id)
     console.rule("[bold]where to look")
     api = conn.api_url
+    console.print(f"  web UI:       {api}/ui/run/{run_id}")
     console.print(f"  run:          {api}/api/v1/runs/{run_id}")
     console.print(
         f"  loss chart:   {api}/api/v1/runs/{run_id}/metrics/loss/buckets?split=train&n=100"
@@ -131,8 +132,9 @@ def main() -> int:
     )
     console.print(f"  MLflow REST:  {api}/api/2.0/mlflow/runs/get?run_id={run_id}")
     console.print(f"  API docs:     {api}/docs")
-    console.print(f"  stack:        .venv/bin/runstream status   (logs: {home / 'stack' / 'logs'})")
-    console.print("  stop:         .venv/bin/runstream down")
+    console.print(f"  stack:        .venv/bin/runstream status --home {home}")
+    console.print(f"  logs:         {home / 'stack' / 'logs'}")
+    console.print(f"  stop:         make down   (or .venv/bin/runstream down --home {home})")
     return 0
 
 
