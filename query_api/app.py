@@ -27,6 +27,8 @@ from query_api.models import ErrorBody
 from query_api.repository import ClientFactory
 from query_api.responses import SafeJSONResponse, error_response
 from query_api.routes import (
+    analytics,
+    asof,
     experiments,
     health,
     ingest,
@@ -124,6 +126,8 @@ def create_app(
         experiments.router,
         run_extras.router,  # before any catch-all run route (artifacts/{key:path})
         runs.router,
+        asof.router,
+        analytics.router,
         metrics.router,
         *mlflow.routers,
         *mlflow_write.routers,

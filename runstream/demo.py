@@ -122,7 +122,7 @@ def main() -> int:
     _report(conn.api_url, run_id)
     console.rule("[bold]where to look")
     api = conn.api_url
-    console.print(f"  web UI:       {api}/ui/run/{run_id}")
+    console.print(f"  web UI:       {api}/#/run/{run_id}")
     console.print(f"  run:          {api}/api/v1/runs/{run_id}")
     console.print(
         f"  loss chart:   {api}/api/v1/runs/{run_id}/metrics/loss/buckets?split=train&n=100"
