@@ -152,13 +152,17 @@ def worker(
     instance_id: Optional[str] = typer.Option(
         None, help="Stable id per worker (static group membership: fast restarts)."
     ),
+    engine: str = typer.Option("aiokafka", help="aiokafka (default) or faust."),
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Run one projection worker (cluster mode: many share the consumer group)."""
     from runstream.serve import run_worker
 
     _logging()
-    run_worker(_server_settings(home), database, instance_id)
+    if engine not in ("aiokafka", "faust"):
+        console.print(f"[red]unknown engine {engine!r}[/red] (aiokafka or faust)")
+        raise typer.Exit(2)
+    run_worker(_server_settings(home), database, instance_id, engine)
 
 
 @app.command()

@@ -72,9 +72,33 @@ def make_worker(
     )
 
 
-def run_worker(settings: ServerSettings, database: str, instance_id: str | None = None) -> None:
-    """A standalone projection worker until SIGTERM/SIGINT (cluster mode)."""
-    worker = make_worker(settings, clickhouse_client(settings), database, instance_id=instance_id)
+def run_worker(
+    settings: ServerSettings,
+    database: str,
+    instance_id: str | None = None,
+    engine: str = "aiokafka",
+) -> None:
+    """A standalone projection worker until SIGTERM/SIGINT (cluster mode).
+
+    engine: "aiokafka" (default: fastest start, follows a replay's pointer switch, static
+    membership) or "faust" (faust-streaming agent over the same BatchProcessor). Never run
+    both engines on one database at once: their consumer groups differ.
+    """
+    client = clickhouse_client(settings)
+    if engine == "faust":
+        from processors.archive import EventArchive
+        from processors.faust_app import run_faust_worker
+
+        run_faust_worker(
+            client,
+            bootstrap=settings.kafka_bootstrap,
+            database=database,
+            archive=EventArchive(minio_client(settings), settings.s3_bucket),
+        )
+        return
+    if engine != "aiokafka":
+        raise ValueError(f"engine must be aiokafka or faust, not {engine!r}")
+    worker = make_worker(settings, client, database, instance_id=instance_id)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,9 @@ async def _committed(bootstrap: str, group: str, topic: str) -> int:
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_faust_take_commits_a_batch_whose_sink_raised(connection: Connection) -> None:
+def test_faust_take_commits_a_batch_whose_sink_raised(
+    connection: Connection, tmp_path: Path
+) -> None:
     import faust
 
     boot = connection.kafka_bootstrap
@@ -54,6 +57,7 @@ def test_faust_take_commits_a_batch_whose_sink_raised(connection: Connection) ->
         broker_commit_interval=0.2,
         consumer_auto_offset_reset="earliest",
         store="memory://",
+        datadir=str(tmp_path / "faust"),
     )
     topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
     written: list[Any] = []
