@@ -15,9 +15,7 @@ import math
 import multiprocessing
 import os
 import shutil
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.query_api.live import ServerThread, WorkerThread
 
 CHROMIUM = Path(os.environ.get("RUNSTREAM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -36,72 +36,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class WorkerThread:
-    """A ProjectionWorker running on its own event loop in a background thread."""
-
-    def __init__(self, worker: Any) -> None:
-        self.worker = worker
-        self.loop = asyncio.new_event_loop()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="ui-test-worker", daemon=True)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self.worker.run())
-        except BaseException as exc:  # reported by stop()
-            self.error = exc
-        finally:
-            self.loop.close()
-
-    def start(self) -> WorkerThread:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self.worker.stop(), self.loop).result(60)
-            self.thread.join(60)
-        if self.error is not None:
-            raise self.error
-
-
-class ServerThread:
-    """uvicorn serving `app` on 127.0.0.1:<free port> in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, name="ui-test-api", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @dataclass
