@@ -56,6 +56,12 @@ class ReadModelWriteFailed(SinkError):
     """ClickHouse rejected or could not receive an insert."""
 
 
+class PartitionTaken(ProcessorError):
+    """Another worker has written this partition past the batch in hand (this one is a
+    zombie: it lost the partition in a rebalance it did not see). The batch is dropped, not
+    retried; the partition's new owner projects those records."""
+
+
 class ArchiveWriteFailed(SinkError):
     """The S3 event archive could not store a segment."""
 

@@ -49,6 +49,7 @@ import faust
 
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
+from processors.errors import PartitionTaken
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
 from processors.pipeline import BatchProcessor, PreparedBatch
@@ -100,6 +101,10 @@ class _App(faust.App):
 
 class _Abandon(Exception):
     """The batch is no longer ours (a rebalance started, or the app is stopping)."""
+
+
+class _Taken(_Abandon):
+    """Another worker wrote this partition past the batch (PartitionTaken)."""
 
 
 class FaustProjector:
@@ -209,8 +214,11 @@ class FaustProjector:
                         start,
                         ordered[0].offset,
                     )
-                for batch in self._batches(partition, ordered):
-                    await self._process(partition, batch, rebalance)
+                try:
+                    for batch in self._batches(partition, ordered):
+                        await self._process(partition, batch, rebalance)
+                except _Taken:
+                    await self._reseek(partition)
 
     def _batches(self, partition: int, recs: list[SourceEvent]) -> list[list[SourceEvent]]:
         """Split a partition's slice; a pending intent range is re-assembled exactly."""
@@ -273,6 +281,9 @@ class FaustProjector:
             self._check(rebalance)
             try:
                 return await fn()
+            except PartitionTaken as exc:  # a zombie: the partition's new owner goes on
+                log.warning("%s", exc)
+                raise _Taken() from None
             except Exception as exc:  # noqa: BLE001 - any sink failure: retry, never ack
                 if on_error is not None:
                     on_error()
@@ -324,6 +335,29 @@ class FaustProjector:
                 if r is not None and r.redo_last is not None:
                     self._redo[tp.partition] = r.redo_last
             log.info("faust projection sought to ClickHouse positions %s", self.next_offsets)
+
+    async def _reseek(self, partition: int) -> None:
+        """Our view of `partition` is stale (we were a zombie, or a zombie wrote in front of
+        us): continue from ClickHouse's position, never past unwritten records. The caller
+        holds the lock."""
+        consumer: Any = self.app.consumer
+        mine = [t for t in consumer.assignment() if t.topic == self.topic]
+        tp = next((t for t in mine if t.partition == partition), None)
+        self.processor.forget(partition)
+        self._redo.pop(partition, None)
+        self._redo_buf.pop(partition, None)
+        if tp is None:  # revoked meanwhile: the new owner seeks
+            self.next_offsets.pop(partition, None)
+            return
+        r = (await self._positions()).get(partition)
+        offset = r.offset if r is not None else 0
+        await consumer.seek(tp, offset)
+        consumer._read_offset[tp] = offset if offset else None
+        consumer._committed_offset[tp] = offset if offset else None
+        self.next_offsets[partition] = offset
+        if r is not None and r.redo_last is not None:
+            self._redo[partition] = r.redo_last
+        log.info("%s[%d] re-sought to its ClickHouse position %d", self.topic, partition, offset)
 
     async def _positions(self) -> dict[int, Any]:
         delay = 0.1

@@ -79,6 +79,11 @@ class PartitionProgress:
     poison: list[Poison] = field(default_factory=list)
 
 
+#: |epoch ms| beyond this (±1e11 s, year 5138: the SDK's bound) is not a timestamp in ms; the
+#: projection refuses it (DLQ, projection_failed) rather than store what readers cannot parse
+MAX_ABS_EPOCH_MS = 100_000_000_000_000
+
+
 def epoch_ms(value: Any) -> int:
     """Epoch milliseconds from an int (ms) or a datetime (fastavro's timestamp-millis)."""
     if value is None:

@@ -9,6 +9,7 @@ done. Nothing is acknowledged to Kafka before `commit` returned.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -50,8 +51,12 @@ class BatchProcessor:
         archive: EventArchive | None = None,
         dlq: DlqSender | None = None,
         metrics: WorkerMetrics | None = None,
+        lease_s: float = 1.0,
     ) -> None:
         self.sink = sink
+        #: an ownership check (`sink.check_owner`) is trusted this long; a write after a
+        #: longer gap (this process was frozen: GC, SIGSTOP, a paused VM) checks again first
+        self.lease_s = lease_s
         self.archive = archive
         self.dlq = dlq
         self.metrics = metrics
@@ -101,13 +106,33 @@ class BatchProcessor:
     async def commit(self, batch: PreparedBatch) -> float:
         """Write the batch everywhere, then mark it done; returns the sink seconds."""
         t, p, first, last = batch.topic, batch.partition, batch.first, batch.last
-        await asyncio.to_thread(self.sink.mark_intent, t, p, first, last)
+        checked = 0.0
+
+        def fence() -> None:
+            """Raise PartitionTaken unless this batch's partition is still ours (checked
+            in ClickHouse at most every `lease_s`)."""
+            nonlocal checked
+            if time.monotonic() - checked > self.lease_s:
+                self.sink.check_owner(t, p, first, last)
+                checked = time.monotonic()
+
+        def intent() -> None:
+            fence()
+            self.sink.mark_intent(t, p, first, last)
+
+        def done() -> None:
+            fence()
+            self.sink.mark_done(t, p, first, last, len(batch.records))
+
+        await asyncio.to_thread(intent)
         if self.archive is not None:
             await asyncio.to_thread(self.archive.put, t, p, batch.records)
         if self.dlq is not None and batch.projected.progress.poison:
             await self.dlq(batch.projected.progress.poison)
-        seconds = await asyncio.to_thread(self.sink.write, t, p, first, last, batch.projected)
-        await asyncio.to_thread(self.sink.mark_done, t, p, first, last, len(batch.records))
+        seconds = await asyncio.to_thread(
+            self.sink.write, t, p, first, last, batch.projected, fence
+        )
+        await asyncio.to_thread(done)
         self.done[p] = last + 1
         self._count(batch, seconds)
         return seconds

@@ -141,13 +141,19 @@ async def replay_async(
     result = ReplayResult(tgt, completed=False, switched=False)
     stop = stop or threading.Event()
     if source == "archive" and archive is not None:
-        for p in await asyncio.to_thread(archive.partitions, topic):
-            resume = (await asyncio.to_thread(sink.positions, topic)).get(p, Resume(0))
-            records = _aiter(archive.read(topic, p, resume.offset))
-            if not await _run_partition(
+        positions = await asyncio.to_thread(sink.positions, topic)
+        arch = archive
+
+        async def one(p: int) -> bool:
+            resume = positions.get(p, Resume(0))
+            records = _aiter(arch.read(topic, p, resume.offset))
+            return await _run_partition(
                 proc, topic, p, resume, records, None, batch_size, progress, stop, result
-            ):
-                return result
+            )
+
+        parts = await asyncio.to_thread(archive.partitions, topic)
+        if not all(await asyncio.gather(*(one(p) for p in parts))):
+            return result
     if bootstrap is not None and not await _from_kafka(
         proc, bootstrap, topic, batch_size, progress, stop, result
     ):
@@ -180,44 +186,71 @@ async def _from_kafka(
     parts = await topic_partitions(bootstrap, topic)
     if not parts:
         raise ReplayError(f"topic {topic!r} has no partitions (does it exist?)")
-    consumer = AIOKafkaConsumer(
+    tps = [TopicPartition(topic, p) for p in parts]
+    while True:  # passes until one finds nothing new: caught up
+        ends = await _end_offsets(bootstrap, tps)
+        positions = await asyncio.to_thread(proc.sink.positions, topic)
+        todo = [
+            (tp, positions.get(tp.partition, Resume(0)), ends[tp])
+            for tp in tps
+            if positions.get(tp.partition, Resume(0)).offset < ends[tp]
+        ]
+        if not todo:
+            return True
+        # partitions are independent: one is projected (Python) while another one's batch
+        # is written (ClickHouse, GIL released)
+        oks = await asyncio.gather(
+            *(
+                _replay_partition(
+                    proc, bootstrap, tp, resume, end, batch_size, progress, stop, result
+                )
+                for tp, resume, end in todo
+            )
+        )
+        if not all(oks):
+            return False
+
+
+def _consumer(bootstrap: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+
+
+async def _end_offsets(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = _consumer(bootstrap)
     await consumer.start()
     await asyncio.sleep(0.01)  # aiokafka: stop() right after start() re-raises a cancel
     try:
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        while True:  # passes until one finds nothing new: caught up
-            ends = await consumer.end_offsets(tps)
-            positions = await asyncio.to_thread(proc.sink.positions, topic)
-            moved = False
-            for tp in tps:
-                resume = positions.get(tp.partition, Resume(0))
-                end = ends[tp]
-                if resume.offset >= end:
-                    continue
-                moved = True
-                consumer.seek(tp, resume.offset)
-                records = _kafka_range(consumer, tp, end, batch_size)
-                if not await _run_partition(
-                    proc,
-                    topic,
-                    tp.partition,
-                    resume,
-                    records,
-                    end,
-                    batch_size,
-                    progress,
-                    stop,
-                    result,
-                ):
-                    return False
-            if not moved:
-                return True
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def _replay_partition(
+    proc: BatchProcessor,
+    bootstrap: str,
+    tp: TopicPartition,
+    resume: Resume,
+    end: int,
+    batch_size: int,
+    progress: Callable[[ReplayProgress], None] | None,
+    stop: threading.Event,
+    result: ReplayResult,
+) -> bool:
+    consumer = _consumer(bootstrap)
+    await consumer.start()
+    await asyncio.sleep(0.01)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, resume.offset)
+        records = _kafka_range(consumer, tp, end, batch_size)
+        return await _run_partition(
+            proc, tp.topic, tp.partition, resume, records, end, batch_size, progress, stop, result
+        )
     finally:
         await consumer.stop()
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processors.errors import ReadModelWriteFailed
+from processors.errors import PartitionTaken, ReadModelWriteFailed
 from processors.migrate import check_identifier
 from processors.model import Decoded, epoch_ms
 from processors.projection import Projected
@@ -41,6 +41,7 @@ PARAM_EVENTS = frozenset({"RunCreated", "ParamsLogged"})
 ARTIFACT_EVENTS = frozenset({"ArtifactStored", "ArtifactDeleted"})
 NAME_EVENTS = frozenset({"ExperimentCreated", "ExperimentRenamed"})
 _IN_CHUNK = 2000
+_SEEN_CHUNK = 1000  # pairs: two lists per query
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ def _build(cls: Any, row: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in _plain(row).items() if k in names})
 
 
-def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
-    return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class ClickHouseSink:
@@ -109,6 +110,35 @@ class ClickHouseSink:
             ],
         )
 
+    def check_owner(self, topic: str, partition: int, first: int, last: int) -> None:
+        """Fence a zombie: raise PartitionTaken when a batch overlapping [first, last] was
+        written by someone else (any position row reaching `first`, other than this exact
+        batch's own pending intent). Batches are at most a few 10k events long, so rows
+        starting more than 1M offsets earlier cannot reach `first` (a key-range bound)."""
+        rows: list[dict[str, Any]] = []
+
+        def read() -> None:
+            rows.extend(self._check_rows(topic, partition, first))
+
+        self._guard(read)
+        for r in rows:
+            if (int(r["first_offset"]), int(r["last_offset"])) != (first, last):
+                raise PartitionTaken(
+                    f"{topic}[{partition}]: offsets {r['first_offset']}-{r['last_offset']}"
+                    f" were written by another worker; dropping batch {first}-{last}"
+                )
+
+    def _check_rows(self, topic: str, partition: int, first: int) -> list[dict[str, Any]]:
+        return self._q(
+            "SELECT first_offset, last_offset, state FROM {db}.projection_position"
+            " WHERE topic = %(t)s AND log_partition = %(p)s AND first_offset >= %(lo)s"
+            " AND last_offset >= %(f)s",
+            t=topic,
+            p=partition,
+            lo=max(0, first - 1_000_000),
+            f=first,
+        )
+
     def mark_intent(self, topic: str, partition: int, first: int, last: int) -> None:
         self._guard(lambda: self._position(topic, partition, first, last, INTENT, 0))
 
@@ -121,16 +151,17 @@ class ClickHouseSink:
         self._guard(lambda: self._load(state, events, first))
 
     def _load(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
-        runs_all = sorted({e.env.run_id for e in events})
-        ids = sorted({e.env.event_id for e in events})
+        # (run, event id) pairs, chunked: both IN lists stay far below ClickHouse's query
+        # size limit (256 KiB) whatever the batch holds (a batch can touch 10k runs)
+        pairs = sorted({(e.env.run_id, e.env.event_id) for e in events})
         state.seen = {}
-        for chunk in _chunks(ids):
+        for chunk in _chunks(pairs, _SEEN_CHUNK):
             for r in self._q(
                 "SELECT event_id, min(log_offset) AS o FROM {db}.events"
                 " WHERE run_id IN %(runs)s AND event_id IN %(ids)s"
                 " GROUP BY event_id",
-                runs=runs_all,
-                ids=list(chunk),
+                runs=sorted({run for run, _ in chunk}),
+                ids=[eid for _, eid in chunk],
             ):
                 state.seen[r["event_id"]] = int(r["o"])
         need_runs = sorted(
@@ -260,12 +291,23 @@ class ClickHouseSink:
             state.artifacts.setdefault(k, None)
 
     # ---- write -------------------------------------------------------------------------
-    def write(self, topic: str, partition: int, first: int, last: int, out: Projected) -> float:
-        """Insert every table of the batch (one columnar insert each); return seconds."""
+    def write(
+        self,
+        topic: str,
+        partition: int,
+        first: int,
+        last: int,
+        out: Projected,
+        fence: Callable[[], None] | None = None,
+    ) -> float:
+        """Insert every table of the batch (one columnar insert each); return seconds.
+        `fence` runs before each insert (raises PartitionTaken to stop a zombie)."""
         t0 = time.perf_counter()
         base = f"{topic}:{partition}:{first}-{last}"
+        check = fence or (lambda: None)
 
         def run() -> None:
+            check()
             if out.points is not None and out.points.num_rows:
                 self.client.insert_arrow(
                     f"{self.database}.metric_points",
@@ -275,6 +317,7 @@ class ClickHouseSink:
             for table in ("metric_summary", *out.rows.tables()):
                 if not out.rows.count(table):
                     continue
+                check()
                 self.client.insert_arrow(
                     f"{self.database}.{table}",
                     out.rows.arrow(table),
@@ -287,7 +330,7 @@ class ClickHouseSink:
     def _guard(self, fn: Any) -> None:
         try:
             fn()
-        except ReadModelWriteFailed:
+        except (ReadModelWriteFailed, PartitionTaken):
             raise
         except Exception as exc:
             raise ReadModelWriteFailed(f"{self.database}: {type(exc).__name__}: {exc}") from exc

@@ -3,6 +3,8 @@
 Names: runstream_processor_{events,points,duplicates,rejected,batches,sink_retries}_total,
 runstream_processor_dlq_total{reason}, runstream_processor_lag{partition} (records between
 the projection's position and the partition's high watermark),
+runstream_processor_sink_failing{partition} (1 while a batch's write is failing and being
+retried: the worker holds its position),
 runstream_processor_sink_seconds (histogram of one batch's ClickHouse write).
 """
 
@@ -27,6 +29,12 @@ class WorkerMetrics:
         self.batches = Counter(p + "batches", "Batches committed", ["topic"], registry=r)
         self.retries = Counter(
             p + "sink_retries", "Failed batch writes retried", ["topic"], registry=r
+        )
+        self.failing = Gauge(
+            p + "sink_failing",
+            "1 while a batch write fails and is retried",
+            ["topic", "partition"],
+            registry=r,
         )
         self.dlq = Counter(
             p + "dlq", "Poison events sent to the DLQ", ["topic", "reason"], registry=r

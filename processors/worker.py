@@ -29,7 +29,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
-from processors.errors import ProcessorError
+from processors.errors import PartitionTaken, ProcessorError
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
 from processors.pipeline import BatchProcessor, PreparedBatch
@@ -58,6 +58,10 @@ class WorkerSettings:
 
 class _Abandon(Exception):
     """The batch is no longer ours (revoked, stopping, database switched)."""
+
+
+class _Taken(_Abandon):
+    """Another worker wrote this partition past the batch (PartitionTaken)."""
 
 
 class ProjectionWorker:
@@ -182,10 +186,15 @@ class ProjectionWorker:
             if epoch != self._epoch or self._stopping.is_set():
                 self._rewind(consumer, fetched)  # assignment changed while fetching
                 return 0
-            done = 0
-            for partition, records in sorted(fetched.items()):
-                for batch in self._batches(partition, records):
-                    done += await self._process(consumer, partition, batch)
+            # partitions are independent: while one partition's batch is in ClickHouse (C++,
+            # GIL released) the next one is decoded and projected
+            counts = await asyncio.gather(
+                *(
+                    self._process_all(consumer, partition, records)
+                    for partition, records in sorted(fetched.items())
+                )
+            )
+            done = sum(counts)
             self._update_lag(consumer)
             await self._maybe_switch(consumer)
             return done
@@ -238,6 +247,17 @@ class ProjectionWorker:
         self._redo_buf.pop(partition, None)
         return out + ([rest] if rest else [])
 
+    async def _process_all(
+        self, consumer: AIOKafkaConsumer, partition: int, msgs: Sequence[ConsumerRecord[Any, Any]]
+    ) -> int:
+        done = 0
+        try:
+            for batch in self._batches(partition, msgs):
+                done += await self._process(consumer, partition, batch)
+        except _Taken:  # re-sought: the rest of this fetch is behind or ahead of us now
+            pass
+        return done
+
     async def _process(
         self, consumer: AIOKafkaConsumer, partition: int, records: list[SourceEvent]
     ) -> int:
@@ -255,6 +275,14 @@ class ProjectionWorker:
                 return 0
             prepared = batch
             await self._retry(partition, epoch, lambda: self.processor.commit(prepared))
+        except _Taken:
+            # Our view of this partition is stale (we were a zombie, or a zombie wrote in
+            # front of us): continue from ClickHouse's position, never past unwritten records
+            with contextlib.suppress(_Abandon):
+                await self._retry(
+                    partition, epoch, lambda: self._seek_assigned(consumer, {partition})
+                )
+            raise
         except _Abandon:
             self.processor.forget(partition)
             return 0
@@ -275,11 +303,17 @@ class ProjectionWorker:
             if self._stopping.is_set() or partition not in self._assigned or epoch != self._epoch:
                 raise _Abandon()
             try:
-                return await fn()
+                result = await fn()
+            except PartitionTaken as exc:  # a zombie: the partition's new owner goes on
+                log.warning("%s", exc)
+                raise _Taken() from None
             except Exception as exc:  # noqa: BLE001 - any sink failure: retry, never ack
                 if on_error is not None:
                     on_error()
                 self.metrics.retries.labels(self.topic).inc()
+                self.metrics.failing.labels(self.topic, str(partition)).set(1)
+                if self._consumer is not None:  # the loop is held here: keep the lag current
+                    self._update_lag(self._consumer)
                 log.warning(
                     "batch on %s[%d] failed (%s: %s); retrying in %.2fs",
                     self.topic,
@@ -291,6 +325,9 @@ class ProjectionWorker:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, self.settings.retry_backoff_max)
+            else:
+                self.metrics.failing.labels(self.topic, str(partition)).set(0)
+                return result
 
     async def _send_dlq(self, poison: Sequence[Poison]) -> None:
         producer = self._producer

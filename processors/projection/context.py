@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from processors.errors import ProjectionFailed
-from processors.model import Decoded, PartitionProgress, Poison
+from processors.model import MAX_ABS_EPOCH_MS, Decoded, PartitionProgress, Poison
 from processors.projection.metrics import PointBuffer
 from processors.state import ExperimentState, PartitionState, ProducerState, RunState
 from processors.tables import Rows
@@ -151,6 +151,8 @@ class BatchContext:
         self.state.seen[ev.env.event_id] = ev.offset
         mark = self.rows.mark()
         try:
+            if abs(ev.env.occurred_at) > MAX_ABS_EPOCH_MS:
+                raise ProjectionFailed(f"envelope.occurred_at {ev.env.occurred_at} is not epoch ms")
             handler = self.handlers.get(ev.name)
             if handler is not None:
                 handler(self, ev)

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from processors.errors import ProjectionFailed
-from processors.model import Decoded
+from processors.model import MAX_ABS_EPOCH_MS, Decoded
 
 I64 = npt.NDArray[np.int64]
 _TS = pa.timestamp("ms", tz="UTC")
@@ -91,6 +91,8 @@ class PointBuffer:
         values = _column(rec, "values", "<f8", n)
         if n and (int(key_idx.max()) >= len(keys) or int(split_idx.max()) >= len(splits)):
             raise ProjectionFailed("MetricsLogged: key/split index out of range")
+        if n and (int(cols[2].min()) < -MAX_ABS_EPOCH_MS or int(cols[2].max()) > MAX_ABS_EPOCH_MS):
+            raise ProjectionFailed("MetricsLogged.timestamps: a value is not epoch ms")
         if n == 0:
             return 0
         kmap = np.fromiter((self._keys(k) for k in keys), np.int32, len(keys))

@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import TopicPartition
 
 from processors.replay import topic_partitions
@@ -83,6 +85,23 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: off for tp, off in ends.items()}
     finally:
         await c.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offsets on `topic` ({} before the group exists)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offs = await admin.list_consumer_group_offsets(group)
+        return {
+            tp.partition: m.offset
+            for tp, m in offs.items()
+            if isinstance(tp, TopicPartition) and tp.topic == topic
+        }
+    except GroupCoordinatorNotAvailableError:
+        return {}  # the group does not exist yet
+    finally:
+        await admin.close()
 
 
 async def wait_projected(

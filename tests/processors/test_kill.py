@@ -18,33 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError
-from aiokafka.structs import TopicPartition
 
 from runstream.stack import Connection, LocalStack
 from runstream.stack.kafka import create_topics
 
 from .stackutil import REPO_ROOT, end_offsets, run_producers
+from .stackutil import committed_offsets as _committed
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 KILLS = 10
-
-
-async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offs = await admin.list_consumer_group_offsets(group)
-        return {
-            tp.partition: m.offset
-            for tp, m in offs.items()
-            if isinstance(tp, TopicPartition) and tp.topic == topic
-        }
-    except GroupCoordinatorNotAvailableError:
-        return {}  # the group does not exist yet
-    finally:
-        await admin.close()
 
 
 def _worker_argv(conn: Connection, topic: str, group: str, chdb: Path, db: str) -> list[str]:

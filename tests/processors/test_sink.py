@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.digest import APPEND_ONLY, digest
-from processors.errors import ReadModelWriteFailed
+from processors.errors import PartitionTaken, ReadModelWriteFailed
 from processors.migrate import migrate, migrations
 from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
@@ -202,3 +202,55 @@ def test_reference_content(chdb_client: Any, scratch_dbs: list[str]) -> None:
     assert q(
         f"SELECT experiment_id, name, deleted FROM {db}.experiments FINAL ORDER BY experiment_id"
     ).result_rows == [("e2", "exp2", 0), ("e3", "exp2", 0)]
+
+
+def test_a_zombie_worker_cannot_write_over_the_new_owner(chdb_client: Any, read_db: str) -> None:
+    """Worker A prepared a batch, then stalled past its session timeout; B took the partition
+    over and wrote part of the same offsets with other batch bounds. A's late commit must be
+    refused (PartitionTaken) and write nothing: no doubled summary, no stray position."""
+    recs = LOG[0]
+    zombie = BatchProcessor(ClickHouseSink(chdb_client, read_db))
+    stale = zombie.prepare("t", 0, recs)
+    assert stale is not None
+    owner = BatchProcessor(ClickHouseSink(chdb_client, read_db))
+    head = owner.prepare("t", 0, recs[:4])
+    assert head is not None
+    asyncio.run(owner.commit(head))
+    before = digest(chdb_client, read_db)
+    with pytest.raises(PartitionTaken, match="another worker"):
+        asyncio.run(zombie.commit(stale))
+    assert digest(chdb_client, read_db) == before
+    tail = owner.prepare("t", 0, recs)
+    assert tail is not None
+    assert tail.first == 4
+    asyncio.run(owner.commit(tail))
+    clean = new_db_name("clean")
+    migrate(chdb_client, clean)
+    try:
+        alone = BatchProcessor(ClickHouseSink(chdb_client, clean))
+        once = alone.prepare("t", 0, recs)
+        assert once is not None
+        asyncio.run(alone.commit(once))
+        mine, theirs = digest(chdb_client, read_db), digest(chdb_client, clean)
+        assert {t: v for t, v in mine.items() if t != "projection_position"} == {
+            t: v for t, v in theirs.items() if t != "projection_position"
+        }
+    finally:
+        chdb_client.command(f"DROP DATABASE IF EXISTS {clean} SYNC")
+
+
+def test_a_batch_touching_thousands_of_runs_stays_under_the_query_size_limit(
+    chdb_client: Any, read_db: str
+) -> None:
+    """The state load binds the batch's run ids into IN lists: 6,000 runs with long ids
+    (~400 KB of ids) must not exceed ClickHouse's 256 KiB query limit (the batch would fail
+    and be retried forever, stalling the partition)."""
+    w = Writer()
+    runs = [f"bulk-run-{i:06d}-" + "x" * 48 for i in range(6000)]
+    items = [("RunCreated", w.record("RunCreated", r, name=r[:20])) for r in runs]
+    proc = BatchProcessor(ClickHouseSink(chdb_client, read_db))
+    batch = proc.prepare("t", 0, source(items))
+    assert batch is not None
+    asyncio.run(proc.commit(batch))
+    got = chdb_client.query(f"SELECT count() FROM {read_db}.runs FINAL").result_rows[0][0]
+    assert got == len(runs)
