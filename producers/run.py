@@ -231,7 +231,9 @@ class Run(MetaMixin, EvalMixin, MediaMixin):
             try:
                 last[slot] = step  # an int64 array: out-of-range steps fail here, first
             except OverflowError:
-                raise InvalidArgument("step", f"{step} is outside the int64 range") from None
+                raise InvalidArgument(
+                    "step", f"{v.show(step)} is outside the int64 range"
+                ) from None
             c = self._cols
             c.key_idx.append(self._slot_key[slot])
             c.split_idx.append(self._slot_split[slot])

@@ -2,7 +2,7 @@
 
 Rules (MLflow's where MLflow has one):
 - Keys (metric, param, tag, attribute, artifact): 1-250 characters of ASCII letters, digits,
-  `_ - . /` and space; no leading `/`, no `..` path segment.
+  `_ - . /` and space; no leading `/`, no `.` or `..` path segment (S3 refuses them).
 - Metric values: int, float, bool or anything with `__float__` (numpy/torch scalars), never
   str/bytes. NaN and +/-Inf are accepted and stored as IEEE-754 doubles, like MLflow.
 - Steps and epochs: int (not bool) in the int64 range; epochs >= 0.
@@ -40,6 +40,17 @@ _MAX_TIMESTAMP_SECONDS = 1e11  # year 5138: anything larger is milliseconds by m
 _KEY_RE = re.compile(r"[A-Za-z0-9_\-. /]{1,250}\Z")
 
 
+def show(value: object, limit: int = 80) -> str:
+    """`repr(value)` for a message, shortened; never raises (an int past Python's int-to-str
+    digit limit has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        bits = value.bit_length() if isinstance(value, int) else 0
+        return f"<{type(value).__name__} of {bits} bits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_key(key: object, argument: str = "key") -> str:
     """Return `key` if it follows the key rules, else raise InvalidKey/InvalidType."""
     if type(key) is not str:
@@ -54,8 +65,10 @@ def check_key(key: object, argument: str = "key") -> str:
             argument,
             f"{key!r} contains {bad!r}; allowed are letters, digits, '_', '-', '.', ' ', '/'",
         )
-    if key.startswith("/") or ".." in key.split("/"):
-        raise InvalidKey(argument, f"{key!r} must not start with '/' or contain a '..' segment")
+    if key.startswith("/") or any(seg in (".", "..") for seg in key.split("/")):
+        raise InvalidKey(
+            argument, f"{key!r} must not start with '/' or contain a '.' or '..' segment"
+        )
     return key
 
 
@@ -66,7 +79,7 @@ def to_metric_value(value: object, argument: str = "value") -> float:
     try:
         return float(value)  # type: ignore[arg-type]
     except OverflowError as exc:
-        raise InvalidArgument(argument, f"{value!r} does not fit a float64") from exc
+        raise InvalidArgument(argument, f"{show(value)} does not fit a float64") from exc
     except (TypeError, ValueError) as exc:
         raise InvalidType(argument, f"must be a number, got {type(value).__name__}") from exc
 
@@ -78,7 +91,7 @@ def check_int64(value: object, argument: str, *, minimum: int = INT64_MIN) -> in
             raise InvalidType(argument, f"must be an int, got {type(value).__name__}")
         value = int(value)
     if not minimum <= value <= INT64_MAX:
-        raise InvalidArgument(argument, f"{value} is outside [{minimum}, {INT64_MAX}]")
+        raise InvalidArgument(argument, f"{show(value)} is outside [{minimum}, {INT64_MAX}]")
     return value
 
 
@@ -94,11 +107,14 @@ def to_timestamp_ms(value: object, argument: str = "timestamp") -> int:
         raise InvalidType(
             argument, f"must be seconds since the epoch or a datetime, got {type(value).__name__}"
         )
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf  # an int beyond float64: refused below like any huge number
     if not math.isfinite(seconds) or abs(seconds) > _MAX_TIMESTAMP_SECONDS:
         raise InvalidArgument(
             argument,
-            f"{value!r} is not seconds since the epoch (milliseconds? divide by 1000)",
+            f"{show(value)} is not seconds since the epoch (milliseconds? divide by 1000)",
         )
     return int(round(seconds * 1000))
 
@@ -108,7 +124,7 @@ def param_value(value: object, argument: str = "value") -> str:
     if value is None:
         text = "None"
     elif isinstance(value, (str, bool, numbers.Number)):
-        text = str(value)
+        text = _text(value, argument)
     else:
         raise InvalidType(
             argument,
@@ -122,10 +138,18 @@ def param_value(value: object, argument: str = "value") -> str:
     return text
 
 
+def _text(value: object, argument: str) -> str:
+    """`str(value)`; an int over Python's int-to-str digit limit is ValueTooLong."""
+    try:
+        return str(value)
+    except ValueError:  # more digits than sys.get_int_max_str_digits() allows
+        raise ValueTooLong(argument, "an int with too many digits to convert to text") from None
+
+
 def tag_value(value: object, argument: str = "value") -> str:
     """A tag value: str (numbers/bools converted with str()), at most 8,000 characters."""
     if isinstance(value, (bool, numbers.Number)):
-        value = str(value)
+        value = _text(value, argument)
     if not isinstance(value, str):
         raise InvalidType(argument, f"must be a str, got {type(value).__name__}")
     if len(value) > MAX_TAG_VALUE_LENGTH:
@@ -163,7 +187,10 @@ def _check_json(value: object, argument: str, depth: int = 0) -> None:
 def attribute_json(value: object, argument: str = "value") -> str:
     """Canonical JSON text of an attribute value, or InvalidType/ValueTooLong."""
     _check_json(value, argument)
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except ValueError as exc:  # an int over Python's int-to-str digit limit
+        raise ValueTooLong(argument, f"does not convert to JSON text: {exc}") from None
     size = len(text.encode("utf-8"))
     if size > MAX_ATTRIBUTE_JSON_BYTES:
         raise ValueTooLong(

@@ -88,9 +88,8 @@ def test_many_processes_one_run_every_point_kept(
     }
     run_id = "multi-" + str(time.time_ns())
     ctx = multiprocessing.get_context("spawn")
-    # close + join, not the context manager: Pool.__exit__ SIGTERMs idle workers, which races
-    # with the SDK's SIGTERM handler (KILLED bookkeeping) and can leave a worker blocked on the
-    # pool's queue lock forever
+    # close + join: the workers end normally (their runs' exit bookkeeping is what this test
+    # reads); terminating a pool of SDK users is tests/reliability/test_exit_signals.py's
     pool = ctx.Pool(world)
     try:
         producer_ids = pool.starmap(
