@@ -114,7 +114,7 @@ class ClientConfig:
         unknown = set(overrides) - known
         if unknown:
             raise ConfigError(f"unknown configuration fields: {sorted(unknown)}")
-        file_values = _read_connection_file(runstream_home(env) / "stack" / "connection.json")
+        file_values = read_connection_file(runstream_home(env) / "stack" / "connection.json")
         values: dict[str, Any] = {}
         for name, var in ENV_NAMES.items():
             if overrides.get(name) is not None:
@@ -145,7 +145,13 @@ class ClientConfig:
         return str(self.s3_endpoint), str(self.s3_access_key), str(self.s3_secret_key)
 
 
-def _read_connection_file(path: Path) -> dict[str, str]:
+def read_connection_file(path: Path) -> dict[str, str]:
+    """RUNSTREAM_* values of a `connection.json` ({} when the file is absent); the one reader
+    of that file (the server settings use it too).
+
+    Raises:
+        ConfigError: the file is not valid JSON or not an object.
+    """
     try:
         text = path.read_text()
     except OSError:

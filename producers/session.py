@@ -18,7 +18,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any
@@ -198,7 +198,7 @@ def start_run(
         owner=create or resume,
         rank=rank,
         world_size=world_size,
-        artifacts_factory=(lambda: ArtifactStore(cfg)) if cfg.s3_endpoint else None,
+        artifacts_factory=_artifacts_factory(cfg, run_id),
         config=cfg,
     )
     try:
@@ -229,6 +229,17 @@ def start_run(
 
 
 init = start_run
+
+
+def _artifacts_factory(cfg: ClientConfig, run_id: str) -> Callable[[], ArtifactStore] | None:
+    """Direct S3 with credentials; in HTTP mode without them, presigned URLs from the API."""
+    if cfg.s3_endpoint:
+        return lambda: ArtifactStore(cfg)
+    if cfg.mode == "http" and cfg.api_url:
+        from producers.presigned import PresignedArtifactStore
+
+        return lambda: PresignedArtifactStore(cfg, run_id)
+    return None
 
 
 def _start_side_threads(run: Run, system_metrics: bool | float, console: bool) -> None:

@@ -9,19 +9,22 @@ a failing store a 503, and only a bug can produce a 500.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from query_api import ui
 from query_api.artifacts import BlobStore, S3Settings
 from query_api.auth import ensure_table
-from query_api.errors import QueryApiError
+from query_api.errors import PayloadTooLarge, QueryApiError
 from query_api.eventlog import EventLog, KafkaEventLog
 from query_api.models import ErrorBody
 from query_api.repository import ClientFactory
@@ -45,6 +48,8 @@ from query_api.settings import Settings
 from schemas import EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
+#: PUTs under this path are artifact uploads (`Settings.max_artifact_bytes`)
+ARTIFACT_UPLOAD_PREFIX = "/api/2.0/mlflow-artifacts/artifacts/"
 
 #: documented on every route (OpenAPI): the error body and the statuses it comes with
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -53,6 +58,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "bad request: INVALID_PARAMETER_VALUE / RESOURCE_ALREADY_EXISTS"),
         (401, "UNAUTHENTICATED: missing, unknown or revoked token"),
         (404, "RESOURCE_DOES_NOT_EXIST (also for another project's resources)"),
+        (413, "REQUEST_TOO_LARGE: body over Settings.max_request_bytes (or its route's limit)"),
         (503, "TEMPORARILY_UNAVAILABLE: read-model store, Kafka or S3 unavailable"),
         (504, "CONSISTENCY_TIMEOUT: projections did not reach the requested position"),
     )
@@ -137,7 +143,73 @@ def create_app(
         app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(ui.router)  # `/` and `/ui/...`: the web UI (static build)
     _install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit_for=partial(body_limit, settings))
     return app
+
+
+def body_limit(settings: Settings, scope: Scope) -> int:
+    """The largest request body accepted for this request (bytes)."""
+    path = str(scope.get("path", ""))
+    if path == "/api/v1/ingest":
+        return settings.max_ingest_bytes
+    if scope.get("method") == "PUT" and path.startswith(ARTIFACT_UPLOAD_PREFIX):
+        return settings.max_artifact_bytes
+    return settings.max_request_bytes
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit_for(scope)` bytes with 413 `REQUEST_TOO_LARGE`
+    before any route parses them: at once when Content-Length says so, else (chunked bodies)
+    as soon as the bytes received pass the limit; whatever the route would have answered
+    after that is discarded."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope)
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # the route's answer to a truncated body is replaced by the 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded or started:
+                raise
+        if exceeded and not started:
+            await _too_large(limit)(scope, receive, send)
+
+
+def _too_large(limit: int) -> Response:
+    return error_response(413, "REQUEST_TOO_LARGE", f"request body exceeds {limit} bytes")
 
 
 def _announce_mode(shared: Shared) -> None:

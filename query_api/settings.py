@@ -30,6 +30,9 @@ class Settings:
             consistency token (or the API's own latest write of a run / experiment).
         max_ingest_bytes: upper bound of one ingest body (`POST /api/v1/ingest`).
         max_artifact_bytes: upper bound of one proxied artifact upload.
+        max_request_bytes: upper bound of any other request body (JSON routes); a larger
+            body is refused with 413 before it is parsed (Content-Length or, for chunked
+            bodies, as soon as the bytes received pass it).
     """
 
     database: str = "runstream"
@@ -42,6 +45,7 @@ class Settings:
     consistency_timeout_s: float = 5.0
     max_ingest_bytes: int = 16 * 1024 * 1024
     max_artifact_bytes: int = 1024 * 1024 * 1024
+    max_request_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not _IDENT.match(self.database):

@@ -162,3 +162,44 @@ class MetricRepository:
                 }
             )
         return out
+
+    def sampled(
+        self, series: Sequence[Series], n: int, lo: int, hi: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """run_id -> real points (step, timestamp, value) sampling each series over the steps
+        [lo, hi]: `n` equal-width step buckets, the last point of every non-empty bucket,
+        plus the series' first point in the range; in step order. Several points at one
+        step (ranks) are one sample: the last by (seq, idx)."""
+        first = series[0]
+        params: dict[str, Any] = {
+            "runs": sorted({s.run_id for s in series}),
+            "key": first.key,
+            "split": first.split,
+            "lo": lo,
+            "hi": hi,
+            "n": n,
+        }
+        # the same order key as `buckets`' last, packed into one UInt128 (step >= lo)
+        order = (
+            "bitShiftLeft(toUInt128(step - {lo:Int64}), 64) + bitShiftLeft(toUInt128(seq), 20) "
+            "+ idx"
+        )
+        point = "(step, toUnixTimestamp64Milli(timestamp), value)"
+        sql = (
+            f"SELECT run_id, b, argMin({point}, {order}), argMax({point}, {order}) FROM ("
+            "SELECT run_id, step, timestamp, value, seq, idx, "
+            "toUInt32(intDiv((toInt128(step) - {lo:Int64}) * {n:UInt32}, "
+            "toInt128({hi:Int64}) - {lo:Int64} + 1)) AS b "
+            # metric_points never holds a duplicate row (processors/README.md): no FINAL
+            f"FROM {self.store.db}.metric_points "
+            "WHERE run_id IN {runs:Array(String)} AND key = {key:String} "
+            "AND split = {split:String} AND step >= {lo:Int64} AND step <= {hi:Int64}"
+            ") GROUP BY run_id, b ORDER BY run_id, b"
+        )
+        out: dict[str, list[dict[str, Any]]] = {}
+        for run_id, _b, head, tail in self.store.rows(sql, params):
+            points = out.setdefault(str(run_id), [])
+            if not points and head[0] != tail[0]:
+                points.append({"step": head[0], "timestamp": head[1], "value": head[2]})
+            points.append({"step": tail[0], "timestamp": tail[1], "value": tail[2]})
+        return out

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from query_api.errors import RunNotFound
 from query_api.repository.store import ReadStore
-from query_api.repository.summaries import summaries
+from query_api.repository.summaries import MERGED, summaries, summary_json
 from query_api.search import Binder, Compiler, Expr, OrderKey
 
 ViewType = Literal["ACTIVE_ONLY", "DELETED_ONLY", "ALL"]
@@ -56,9 +56,10 @@ class RunRepository:
     def search(self, q: SearchQuery) -> tuple[list[dict[str, Any]], bool]:
         """One page of runs (with params, tags, latest metrics) and whether more follow."""
         binder = Binder()
-        compiler = Compiler(self.store.db, binder)
+        compiler = Compiler(self.store.db, binder, joined=True)
         where = compiler.where(q.filter)
         order = compiler.order(q.order_by)
+        joins = compiler.joins + order.joins
         params = binder.params
         scope = [_VIEW[q.view]]
         if q.experiment_ids:
@@ -68,7 +69,7 @@ class RunRepository:
         params["off"] = q.offset
         sql = (
             f"SELECT {RUN_COLUMNS} FROM {self._runs_source(params, scope)} "
-            f"{' '.join(order.joins)} WHERE {where} ORDER BY {', '.join(order.terms)} "
+            f"{' '.join(joins)} WHERE {where} ORDER BY {', '.join(order.terms)} "
             "LIMIT {lim:UInt64} OFFSET {off:UInt64}"
         )
         rows = self.store.dicts(sql, params)
@@ -78,12 +79,25 @@ class RunRepository:
         return runs, more
 
     def _attach_data(self, runs: list[dict[str, Any]]) -> None:
+        """Params, live tags and metric summaries of the page's runs, in one query."""
         ids = [r["run_id"] for r in runs]
         if not ids:
             return
-        params = self.key_values("params", ids)
-        tags = self.key_values("tags", ids)
-        metrics = self.metrics_of(ids)
+        params: dict[str, dict[str, str]] = defaultdict(dict)
+        tags: dict[str, dict[str, str]] = defaultdict(dict)
+        metrics: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        rows = self.store.rows(_page_data_sql(self.store.db), {"ids": ids})
+        # ordered here (bytes order = code point order): ~2 ms less than a SQL ORDER BY
+        for row in sorted(rows, key=lambda r: (r[0], r[1], r[2], r[3])):
+            kind, run_id, key, value = row[0], row[1], row[2], row[3]
+            if kind == 0:
+                params[run_id][key] = value
+            elif kind == 1:
+                tags[run_id][key] = value
+            else:
+                summary = summary_json(dict(zip(_SUMMARY_FIELDS, row[1:])))
+                del summary["run_id"]
+                metrics[run_id].append(summary)
         for run in runs:
             rid = run["run_id"]
             run["params"] = params.get(rid, {})
@@ -156,6 +170,45 @@ class RunRepository:
             f"r.fork_step AS fork_step FROM {source} ORDER BY r.start_time, r.run_id",
             params,
         )
+
+
+_SUMMARY_FIELDS = (
+    "run_id",
+    "key",
+    "split",
+    "count",
+    "sum_value",
+    "min",
+    "max",
+    "min_step",
+    "max_step",
+    "last",
+    "last_step",
+    "last_timestamp",
+)
+
+
+def _page_data_sql(db: str) -> str:
+    """Rows `(kind, run_id, key, value-or-split, summary fields…)` of the runs `{ids}`:
+    kind 0 = param, 1 = live tag, 2 = metric summary (unordered: sort by the first four).
+    `params` is append-only with one row per (run, key) (processors/README.md): read
+    without FINAL."""
+    ids = "run_id IN {ids:Array(String)}"
+    nums = (
+        "toUInt64(0) AS n, toFloat64(0) AS total, toFloat64(0) AS lo, toFloat64(0) AS hi, "
+        "toInt64(0) AS first_step, toInt64(0) AS last_step_seen, toFloat64(0) AS last_value, "
+        "toInt64(0) AS last_step, toInt64(0) AS last_ts"
+    )
+    merged = MERGED.format(table=f"{db}.metric_summary", where=ids)
+    return (
+        f"SELECT 0 AS kind, run_id, key, value AS split, {nums} "
+        f"FROM {db}.params WHERE {ids} "
+        f"UNION ALL SELECT 1, run_id, key, value, {nums} "
+        f"FROM {db}.tags FINAL WHERE {ids} AND deleted = 0 "
+        "UNION ALL SELECT 2, run_id, key, split, n, total, lo, hi, first_step, last_step_seen, "
+        "tupleElement(l, 'value'), tupleElement(l, 'step'), "
+        f"toUnixTimestamp64Milli(tupleElement(l, 'timestamp')) FROM ({merged})"
+    )
 
 
 def _json_value(text: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 from query_api.errors import RunNotFound
 from query_api.repository.store import ReadStore
 
-_MERGED = (
+MERGED = (
     "SELECT run_id, key, split, sum(count) AS n, sum(sum_value) AS total, "
     "min(min_value) AS lo, max(max_value) AS hi, min(min_step) AS first_step, "
     "max(max_step) AS last_step_seen, max(last) AS l FROM {table} WHERE {where} "
@@ -45,7 +45,7 @@ def summaries(
         where.append("split = {split:String}")
     rows = store.dicts(
         f"{_OUTER} FROM ("
-        + _MERGED.format(table=f"{store.db}.metric_summary", where=" AND ".join(where))
+        + MERGED.format(table=f"{store.db}.metric_summary", where=" AND ".join(where))
         + ") ORDER BY run_id, key, split",
         params,
     )

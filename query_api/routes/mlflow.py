@@ -1,7 +1,8 @@
 """MLflow-compatible read routes under /api/2.0/mlflow (and the UI's /ajax-api twin).
 
-`runs/get`, `runs/search` and `metrics/get-history` with MLflow's request parameters,
-response shapes and error codes (INVALID_PARAMETER_VALUE 400, RESOURCE_DOES_NOT_EXIST 404).
+`runs/get`, `runs/search`, `metrics/get-history` and `metrics/get-history-bulk-interval`
+with MLflow's request parameters, response shapes and error codes (INVALID_PARAMETER_VALUE
+400, RESOURCE_DOES_NOT_EXIST 404).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from query_api.writer import experiment_runs_key, run_key
 Svc = Annotated[Services, Depends(services)]
 OptStr = Annotated[Optional[str], Query(max_length=4_096)]
 MAX_SEARCH = 50_000
+MAX_BULK_RUNS = 100  # MLflow's MAX_RUNS_GET_METRIC_HISTORY_BULK
+MAX_BULK_RESULTS = 2_500  # MLflow's MAX_RESULTS_PER_RUN (and its default)
 
 
 class MlflowSearchRuns(BaseModel):
@@ -110,8 +113,63 @@ def _history(
     return SafeJSONResponse(body)
 
 
+def _history_bulk_interval(
+    svc: Services,
+    run_ids: list[str],
+    metric_key: Optional[str],
+    start_step: Optional[int],
+    end_step: Optional[int],
+    max_results: Optional[int],
+) -> Response:
+    """Sampled histories of one metric over several runs (MLflow's chart request): per run,
+    `max_results` equal-width step buckets over [start_step, end_step] (default: 0 to the
+    largest step of these runs) and the last point of each, plus the run's first point in
+    the range — real logged points, at most max_results + 1 per run."""
+    if not run_ids:
+        raise BadRequest("Missing value for required parameter 'run_ids'")
+    if len(run_ids) > MAX_BULK_RUNS:
+        raise BadRequest(
+            f"GetMetricHistoryBulkInterval request must specify at most {MAX_BULK_RUNS} "
+            f"run_ids. Received {len(run_ids)} run_ids."
+        )
+    if not metric_key:
+        raise BadRequest("Missing value for required parameter 'metric_key'")
+    n = MAX_BULK_RESULTS if max_results is None else max_results
+    if not 1 <= n <= MAX_BULK_RESULTS:
+        raise BadRequest(f"max_results must be between 1 and {MAX_BULK_RESULTS}.")
+    for name, step in (("start_step", start_step), ("end_step", end_step)):
+        if step is not None and not -(2**63) <= step < 2**63:
+            raise BadRequest(f"Invalid value {step} for parameter '{name}' supplied")
+    if (start_step is None) != (end_step is None):
+        raise BadRequest("If either start step or end step are specified, both must be specified.")
+    if start_step is not None and end_step is not None and start_step > end_step:
+        raise BadRequest(
+            "end_step must be greater than start_step. "
+            f"Found start_step={start_step} and end_step={end_step}."
+        )
+    ids = list(dict.fromkeys(run_ids))
+    svc.wait_for([run_key(rid) for rid in ids])
+    require_runs(svc.metrics.store, ids, svc.settings.project)
+    key, split = metric_key_split(metric_key)
+    series = [Series(rid, key, split, "step", start_step, end_step) for rid in ids]
+    x_range = svc.metrics.x_range(series)
+    body: dict[str, Any] = {}
+    if x_range is None:
+        return SafeJSONResponse(body)
+    lo, hi = x_range if start_step is not None else (min(0, x_range[0]), x_range[1])
+    sampled = svc.metrics.sampled(series, n, lo, hi)
+    metrics = [
+        {**mlflow_shapes.history_point(metric_key, p), "run_id": rid}
+        for rid in ids
+        for p in sampled.get(rid, [])
+    ]
+    if metrics:
+        body["metrics"] = metrics
+    return SafeJSONResponse(body)
+
+
 def build_router(prefix: str) -> APIRouter:
-    """The three routes under `prefix` (`/api/2.0/mlflow` or `/ajax-api/2.0/mlflow`)."""
+    """The four routes under `prefix` (`/api/2.0/mlflow` or `/ajax-api/2.0/mlflow`)."""
     router = APIRouter(prefix=prefix, tags=["mlflow"])
 
     @router.get("/runs/get", summary="Get a run (MLflow shape)", response_model=None)
@@ -136,6 +194,23 @@ def build_router(prefix: str) -> APIRouter:
         page_token: OptStr = None,
     ) -> Response:
         return _history(svc, run_id, run_uuid, metric_key, max_results, page_token)
+
+    @router.get(
+        "/metrics/get-history-bulk-interval",
+        summary="Sampled histories of one metric over several runs",
+        response_model=None,
+    )
+    def get_history_bulk_interval(
+        svc: Svc,
+        run_ids: Annotated[Optional[list[str]], Query()] = None,
+        metric_key: OptStr = None,
+        start_step: Optional[int] = None,
+        end_step: Optional[int] = None,
+        max_results: Optional[int] = None,
+    ) -> Response:
+        return _history_bulk_interval(
+            svc, run_ids or [], metric_key, start_step, end_step, max_results
+        )
 
     return router
 

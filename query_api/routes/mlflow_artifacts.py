@@ -7,7 +7,8 @@
 - `<experiment_id>/models/<model_id>/artifacts/<key>`: artifacts of an MLflow 3 logged
   model, stored under the owner `models/<model_id>` (no event: the model is not a run).
 Rules: a run artifact is readable and writable only through a token of the run's project
-(404 otherwise); keys follow the artifact key rules (no leading `/`, no `..`).
+(404 otherwise); keys follow the artifact key rules (no leading `/`, no `.`/`..` segment, no
+backslash or control character, at most `MAX_PATH_BYTES`; else 400).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from schemas import ArtifactKind, ArtifactStored
 Svc = Annotated[Services, Depends(services)]
 OptStr = Annotated[Optional[str], Query(max_length=4_096)]
 _CHUNK = 1024 * 1024
+#: keeps `<project>/runs/<run_id>/artifacts/<key>.artifact.json` within S3's 1,024-byte names
+MAX_PATH_BYTES = 768
 
 
 def _blobs(svc: Services) -> BlobStore:
@@ -48,6 +51,10 @@ def _split(path: str) -> tuple[str, str, str]:
     parts = [p for p in path.strip("/").split("/") if p]
     if any(p in (".", "..") for p in parts):
         raise BadRequest(f"Invalid artifact path {path!r}")
+    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise BadRequest(f"Invalid artifact path {path!r}: backslash or control character")
+    if len(path.encode()) > MAX_PATH_BYTES:
+        raise BadRequest(f"Invalid artifact path: longer than {MAX_PATH_BYTES} bytes")
     if len(parts) >= 3 and parts[2] == "artifacts":
         return "run", parts[1], "/".join(parts[3:])
     if len(parts) >= 4 and parts[1] == "models" and parts[3] == "artifacts":

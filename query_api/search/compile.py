@@ -2,8 +2,18 @@
 
 The compiled WHERE expression refers to the runs row as `<alias>.` (default `r`); metric,
 param and tag tests become `run_id IN (subquery)` over `metric_summary`, `params` and `tags`,
-so a search never scans metric points. Metric keys address a split as `key@split` (`@` is
-not a key character); a bare key means the default split "".
+so a search never scans metric points. A `joined` compiler (run search) instead LEFT JOINs
+one subquery per distinct key and tests its value column, so a key that is both filtered
+and ordered on is read once; a run without the key has NULL there, which no comparison
+accepts (the grammar has no NOT), exactly as `run_id IN (…)` would not.
+
+`metric_summary` is read with `FINAL` (the engine's merge by the sorting key: `sum`/`min`/
+`max` of the partial aggregates) filtered on the sorting-key columns `key` and `split`
+in PREWHERE: faster than a `GROUP BY run_id` with a tuple `max` (~4x over 100k runs), and
+the same rows, since a run's metric rows all carry its project and experiment.
+
+Metric keys address a split as `key@split` (`@` is not a key character); a bare key means
+the default split "".
 
 Rule: every user value is a server-side bound parameter (`{p0:String}`, `{p1:Float64}`,
 `{p2:Array(String)}`); the only interpolated identifiers are the database (validated by the
@@ -60,10 +70,34 @@ def metric_key_split(name: str) -> tuple[str, str]:
 class Compiler:
     """Compiles trees against the read models of one database."""
 
-    def __init__(self, database: str, binder: Binder, run_alias: str = "r") -> None:
+    def __init__(
+        self, database: str, binder: Binder, run_alias: str = "r", *, joined: bool = False
+    ) -> None:
         self.db = database
         self.binder = binder
         self.r = run_alias
+        self.joined = joined
+        self._aliases: dict[tuple[str, str], str] = {}
+        self._joins: list[str] = []
+
+    @property
+    def joins(self) -> tuple[str, ...]:
+        """The LEFT JOINs the compiled WHERE and ORDER BY refer to (in first-use order)."""
+        return tuple(self._joins)
+
+    def _joined_value(self, key: Key) -> str:
+        """`jN.v`: the value of `key` for the runs row (NULL without it), joined once."""
+        ident = (key.entity, key.name)
+        alias = self._aliases.get(ident)
+        if alias is None:
+            alias = f"j{len(self._aliases)}"
+            source, value_sql = self._entity_source(key)
+            self._joins.append(
+                f"LEFT JOIN (SELECT run_id, toNullable({value_sql}) AS v FROM {source}) "
+                f"AS {alias} ON {alias}.run_id = {self.r}.run_id"
+            )
+            self._aliases[ident] = alias
+        return f"{alias}.v"
 
     # -- filter ----------------------------------------------------------------------
     def where(self, expr: Expr | None) -> str:
@@ -79,6 +113,8 @@ class Compiler:
     def _comparison(self, c: Comparison) -> str:
         if c.key.entity == "attribute":
             return self._attribute(c)
+        if self.joined:
+            return self._joined_comparison(c)
         source, value_sql = self._entity_source(c.key)
         run_ids = f"SELECT run_id FROM {source}"
         if c.op == "IS NULL":
@@ -91,6 +127,16 @@ class Compiler:
         test = self._string_test(value_sql, c)
         return f"{self.r}.run_id IN ({run_ids} WHERE {test})"
 
+    def _joined_comparison(self, c: Comparison) -> str:
+        value = self._joined_value(c.key)
+        if c.op == "IS NULL":
+            return f"isNull({value})"
+        if c.op == "IS NOT NULL":
+            return f"isNotNull({value})"
+        if c.key.entity == "metric":
+            return f"{value} {_SQL_OPS[c.op]} {self.binder.bind(c.value, 'Float64')}"
+        return self._string_test(value, c)
+
     def _entity_source(self, key: Key) -> tuple[str, str]:
         """A subquery with one row per run holding the key, and the expression of its value."""
         if key.entity == "metric":
@@ -98,13 +144,14 @@ class Compiler:
             k = self.binder.bind(name, "String")
             s = self.binder.bind(split, "String")
             return (
-                f"(SELECT run_id, tupleElement(max(last), 'value') AS v "
-                f"FROM {self.db}.metric_summary WHERE key = {k} AND split = {s} GROUP BY run_id)",
+                f"(SELECT run_id, tupleElement(last, 'value') AS v FROM {self.db}.metric_summary "
+                f"FINAL PREWHERE key = {k} AND split = {s})",
                 "v",
             )
         k = self.binder.bind(key.name, "String")
         if key.entity == "param":
-            return f"(SELECT run_id, value AS v FROM {self.db}.params FINAL WHERE key = {k})", "v"
+            # params is append-only, one row per (run, key) (processors/README.md): no FINAL
+            return f"(SELECT run_id, value AS v FROM {self.db}.params WHERE key = {k})", "v"
         return (
             f"(SELECT run_id, value AS v FROM {self.db}.tags FINAL "
             f"WHERE key = {k} AND deleted = 0)",
@@ -134,13 +181,18 @@ class Compiler:
 
     # -- order by --------------------------------------------------------------------
     def order(self, keys: tuple[OrderKey, ...]) -> CompiledOrder:
-        """ORDER BY terms (runs without the key last) ending with the run id as tiebreaker."""
+        """ORDER BY terms (runs without the key last) ending with the run id as tiebreaker.
+
+        A `joined` compiler returns no joins here: they are in `joins` (shared with the
+        filter)."""
         joins: list[str] = []
         terms: list[str] = []
         for i, ok in enumerate(keys):
             direction = "DESC" if ok.descending else "ASC"
             if ok.key.entity == "attribute":
                 expr = f"{self.r}.{ATTRIBUTE_COLUMNS[ok.key.name]}"
+            elif self.joined:
+                expr = self._joined_value(ok.key)
             else:
                 source, value_sql = self._entity_source(ok.key)
                 alias = f"o{i}"

@@ -8,8 +8,34 @@ export class ApiError extends Error {
   }
 }
 
+// The API token (when the API requires one): kept in localStorage, sent as a Bearer token.
+const TOKEN_KEY = "runstream.token";
+
+export function getToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+export function setToken(token) {
+  try {
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // storage disabled: the token lasts until the page is left
+  }
+}
+
+function authHeaders(headers = {}) {
+  const token = getToken();
+  return token ? { ...headers, Authorization: `Bearer ${token}` } : { ...headers };
+}
+
 async function call(path, init = {}) {
-  const res = await fetch(path, { headers: { Accept: "application/json" }, ...init });
+  const headers = authHeaders({ Accept: "application/json", ...(init.headers || {}) });
+  const res = await fetch(path, { ...init, headers });
   let body = null;
   try {
     body = await res.json();
@@ -17,10 +43,25 @@ async function call(path, init = {}) {
     body = null;
   }
   if (!res.ok) {
-    const msg = body && body.message ? body.message : `${res.status} ${res.statusText}`;
+    let msg = body && body.message ? body.message : `${res.status} ${res.statusText}`;
+    if (res.status === 401) msg += " — enter an API token in the header (Token) and press Save.";
     throw new ApiError(res.status, body && body.error_code, msg);
   }
   return body;
+}
+
+/** Fetch a file with the token and hand it to the browser as a download. */
+export async function downloadWithToken(url, filename) {
+  const res = await fetch(url, { headers: authHeaders() });
+  if (!res.ok) throw new ApiError(res.status, null, `download failed: ${res.status} ${res.statusText}`);
+  const href = URL.createObjectURL(await res.blob());
+  const a = document.createElement("a");
+  a.href = href;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 60_000);
 }
 
 const post = (path, body) =>

@@ -3,7 +3,7 @@
 //   #/run/<id>    one run: overview, params, tags, attributes, notes, lineage, artifacts,
 //                 producers, alerts, console, charts (live while RUNNING)
 //   #/compare?runs=a,b   runs side by side and their metrics overlaid
-import { api, num } from "./api.js";
+import { api, downloadWithToken, getToken, num, setToken } from "./api.js";
 import { ChartPanel, PALETTE, formatValue } from "./charts.js";
 
 const POLL_MS = 2000;
@@ -61,6 +61,19 @@ function fmtBytes(n) {
 
 const statusBadge = (s) => h("span", { class: `status status-${String(s).toLowerCase()}`, testid: "status" }, s);
 const runLink = (run) => h("a", { href: `#/run/${encodeURIComponent(run.run_id)}` }, run.name || run.run_id);
+
+/** A download link; with a token set, the file is fetched with it (a plain link cannot
+ * send an Authorization header). */
+function artifactLink(runId, key) {
+  const url = api.artifactUrl(runId, key);
+  const name = key.split("/").pop();
+  const onclick = (ev) => {
+    if (!getToken()) return;
+    ev.preventDefault();
+    downloadWithToken(url, name).catch((err) => alert(err.message));
+  };
+  return h("a", { href: url, download: name, testid: "artifact-link", onclick }, key);
+}
 
 function showError(target, err) {
   target.replaceChildren(h("div", { class: "error", testid: "error" }, err.message || String(err)));
@@ -388,7 +401,7 @@ async function runView(runId) {
 
   const artifacts = table(
     [
-      ["key", (a) => h("a", { href: api.artifactUrl(run.run_id, a.key), download: a.key.split("/").pop(), testid: "artifact-link" }, a.key)],
+      ["key", (a) => artifactLink(run.run_id, a.key)],
       ["kind", (a) => a.kind],
       ["size", (a) => fmtBytes(a.size)],
       ["sha256", (a) => h("code", { title: a.sha256 }, String(a.sha256).slice(0, 12) + "…")],
@@ -616,6 +629,18 @@ async function route() {
     showError(main, err);
   }
   if (!main.dataset.ready) main.dataset.ready = "1";
+}
+
+// ---- API token (header form) ------------------------------------------------------------
+const tokenForm = document.getElementById("token-form");
+const tokenInput = document.getElementById("token-input");
+if (tokenForm && tokenInput) {
+  tokenInput.value = getToken();
+  tokenForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    setToken(tokenInput.value.trim());
+    route();
+  });
 }
 
 window.addEventListener("hashchange", route);
