@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -214,18 +215,20 @@ def replay(
     if not api_url:
         console.print("[red]serve is not running: `runstream up` starts it[/red]")
         raise typer.Exit(3)
-    r = httpx.post(f"{api_url}/admin/replay", params={"source": source}, timeout=10)
+    token = os.environ.get("RUNSTREAM_TOKEN")
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.post(f"{api_url}/admin/replay", params={"source": source}, headers=auth, timeout=10)
     if r.status_code != 202:
         console.print(f"[red]replay refused ({r.status_code}):[/red] {r.text}")
         raise typer.Exit(1)
 
     def view() -> dict[str, Any]:
-        out: dict[str, Any] = httpx.get(f"{api_url}/admin/replay", timeout=10).json()
+        out: dict[str, Any] = httpx.get(f"{api_url}/admin/replay", headers=auth, timeout=10).json()
         return out
 
     _watch_replay(
         view,
-        lambda: httpx.delete(f"{api_url}/admin/replay", timeout=10),
+        lambda: httpx.delete(f"{api_url}/admin/replay", headers=auth, timeout=10),
         lambda: view()["state"] == "running",
     )
 
@@ -357,6 +360,27 @@ def sync(directory: Path = SpoolDirArg) -> None:
     if result.failed:
         console.print(f"[red]failed:[/red] {', '.join(result.failed)}")
         raise typer.Exit(1)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmarks: Runstream beside an MLflow server, one table (source checkout).
+
+    Arguments go to `python -m benchmarks` (e.g. `--quick`, `--only 1,4`, `--write-md`).
+    """
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "suite.py").exists():
+        console.print(
+            "[red]benchmarks/ is not here:[/red] `runstream bench` runs from a source "
+            "checkout of Runstream (the benchmarks are not part of the installed package)"
+        )
+        raise typer.Exit(2)
+    done = subprocess.run([sys.executable, "-m", "benchmarks", *ctx.args], cwd=root)
+    raise typer.Exit(done.returncode)
 
 
 def _server_settings(home: Optional[Path]) -> ServerSettings:

@@ -75,10 +75,13 @@ def run_replay(
 def admin_router(
     client: Any, settings: ServerSettings, database: str, archive_factory: Callable[[], Any]
 ) -> Any:
-    """`/admin/replay` routes for the serve app (the process that owns chDB)."""
-    from fastapi import APIRouter, HTTPException
+    """`/admin/replay` routes for the serve app (the process that owns chDB). They need what
+    every other route needs: once tokens are required, a valid token (401 otherwise)."""
+    from fastapi import APIRouter, Depends, HTTPException
 
-    router = APIRouter(prefix="/admin", tags=["admin"])
+    from query_api.services import services  # authenticates the request (401)
+
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(services)])
     current: dict[str, ReplayJob] = {}
 
     @router.post("/replay", status_code=202, summary="Start (or resume) a replay")

@@ -120,7 +120,11 @@ def build_api(settings: ServerSettings, database: str, client_factory: Any) -> A
         client_factory,
         kafka_bootstrap=settings.kafka_bootstrap,
         s3=S3Settings(
-            settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_bucket,
+            presign_expiry_s=int(settings.presign_expiry_s),
         ),
     )
     app.state.object_store = minio_client(settings)  # the UI's artifact downloads

@@ -7,11 +7,12 @@ RUNSTREAM_HOME supplies the value; `deploy/compose.yaml` sets exactly these vari
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
+from producers.config import read_connection_file
 
 #: field name -> environment variable; the one list of variables the services read.
 ENV_VARS: dict[str, str] = {
@@ -23,8 +24,9 @@ ENV_VARS: dict[str, str] = {
     "s3_bucket": "RUNSTREAM_S3_BUCKET",
     "clickhouse_user": "RUNSTREAM_CLICKHOUSE_USER",
     "clickhouse_password": "RUNSTREAM_CLICKHOUSE_PASSWORD",
+    "presign_expiry_s": "RUNSTREAM_PRESIGN_EXPIRY_S",
 }
-OPTIONAL = {"s3_bucket", "clickhouse_user", "clickhouse_password"}
+OPTIONAL = {"s3_bucket", "clickhouse_user", "clickhouse_password", "presign_expiry_s"}
 
 
 def default_home() -> Path:
@@ -41,14 +43,14 @@ class ServerSettings:
     s3_bucket: str = "runstream"
     clickhouse_user: str = "default"
     clickhouse_password: str = ""
+    #: lifetime of presigned S3 URLs handed to clients, seconds
+    presign_expiry_s: str = "900"
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, home: Path | None = None) -> ServerSettings:
         env = os.environ if env is None else env
-        file_values: dict[str, str] = {}
         conn_file = (home or default_home()) / "stack" / "connection.json"
-        if conn_file.is_file():
-            file_values = json.loads(conn_file.read_text())
+        file_values = read_connection_file(conn_file)
         values: dict[str, str] = {}
         missing = []
         for field_name, var in ENV_VARS.items():

@@ -41,3 +41,17 @@ def test_unknown_backend_is_refused(tmp_path: Path) -> None:
     res = runner.invoke(app, ["up", "--backend", "kubernetes", "--home", str(tmp_path)])
     assert res.exit_code == 2
     assert "unknown backend" in res.output
+
+
+def test_bench_passes_its_arguments_to_the_benchmark_suite() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "runstream.cli", "bench", "--only", "9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "unknown scenario(s) ['9']" in done.stderr
