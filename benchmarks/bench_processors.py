@@ -33,6 +33,7 @@ import schemas
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import profiling  # noqa: E402
 from processors.cli import CHDB_SETTINGS  # noqa: E402
 from processors.codec import decode  # noqa: E402
 from processors.migrate import migrate  # noqa: E402
@@ -79,7 +80,11 @@ def events(total: int, per_event: int, runs: int = 8) -> list[SourceEvent]:
 
 
 async def worker_catch_up(
-    bootstrap: str, srcs: list[SourceEvent], tmp: str, batch_mb: int = 16
+    bootstrap: str,
+    srcs: list[SourceEvent],
+    tmp: str,
+    batch_mb: int = 16,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     """Produce everything first, then run `python -m processors.worker` (its own chDB, the
     production entry point) until its committed offsets reach the end; read its peak RSS."""
@@ -119,6 +124,8 @@ async def worker_catch_up(
         "--batch-max-mb",
         str(batch_mb),
     ]
+    if profile is not None:
+        argv = profiling.profiled(argv, profile / "worker.raw")
     t = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.DEVNULL)
     first: tuple[float, int] | None = None
@@ -135,19 +142,76 @@ async def worker_catch_up(
             if proc.poll() is not None:
                 raise SystemExit(f"worker exited with {proc.returncode}")
         end = time.perf_counter()
-        status = Path(f"/proc/{proc.pid}/status").read_text()
+        status = Path(f"/proc/{_python_pid(proc.pid)}/status").read_text()
         hwm = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM"))
     finally:
         await admin.close()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT if profile is not None else signal.SIGTERM)
         proc.wait(timeout=60)
     assert first is not None
+    out = replay_catch_up(bootstrap, topic, tmp, len(srcs), per_msg, profile)
     return {
+        **out,
         "worker_start_to_first_batch_s": first[0] - t,
         "worker_points_per_s_incl_start": len(srcs) * per_msg / (end - t),
         "worker_points_per_s_steady": (len(srcs) - first[1]) * per_msg / (end - first[0]),
         "worker_peak_rss_mb": hwm / 1024,
     }
+
+
+def _python_pid(pid: int) -> int:
+    """The Python process: `pid` itself, or its child when py-spy runs it."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return int(kids[0]) if kids and "py-spy" in Path(f"/proc/{pid}/cmdline").read_text() else pid
+
+
+def replay_catch_up(
+    bootstrap: str, topic: str, tmp: str, events: int, per_msg: int, profile: Path | None
+) -> dict[str, float]:
+    """Rebuild every read model of the worker's database from the topic (offset 0) into a new
+    table set, as `runstream replay` does, in a subprocess that owns the worker's chDB."""
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--replay-child",
+        f"{tmp}/worker-chdb",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+    ]
+    if profile is not None:
+        argv = profiling.profiled(argv, profile / "replay.raw")
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"replay failed: {done.stderr[-2000:]}")
+    got = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
+    if got["events"] != events:
+        raise SystemExit(f"replay projected {got['events']} events, expected {events}")
+    return {
+        "replay_seconds": got["seconds"],
+        "replay_events_per_s": events / got["seconds"],
+        "replay_points_per_s": events * per_msg / got["seconds"],
+    }
+
+
+def replay_child(chdb: str, bootstrap: str, topic: str) -> int:
+    import clickhouse_connect
+
+    from processors.cli import CHDB_OPTIONS
+    from processors.replay import replay
+
+    client = clickhouse_connect.get_client(
+        dsn=f"chdb://{chdb}", settings=CHDB_SETTINGS, chdb_options=CHDB_OPTIONS
+    )
+    t = time.perf_counter()
+    res = replay(client, database="bench", bootstrap=bootstrap, topic=topic)
+    sys.stdout.write(
+        json.dumps({"seconds": time.perf_counter() - t, "events": res.events, "db": res.database})
+        + "\n"
+    )
+    return 0 if res.completed else 1
 
 
 async def _committed(admin: AIOKafkaAdminClient, group: str) -> int:
@@ -174,7 +238,18 @@ def main() -> int:
         "topic (needs Kafka, e.g. from `runstream up`)",
     )
     ap.add_argument("--worker-batch-mb", type=int, default=16)
+    ap.add_argument("--topic", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--replay-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="directory: run the worker and the replay under py-spy and print where the time "
+        "goes per stage (needs --bootstrap)",
+    )
     a = ap.parse_args()
+    if a.replay_child:
+        return replay_child(a.replay_child, a.bootstrap, a.topic)
     import clickhouse_connect
 
     srcs = events(a.points, a.per_event)
@@ -215,9 +290,20 @@ def main() -> int:
             raise SystemExit(f"stored {stored} points, expected {points}")
         res["rss_peak_mb"] = rss_mb()
         if a.bootstrap:
-            res.update(asyncio.run(worker_catch_up(a.bootstrap, srcs, tmp, a.worker_batch_mb)))
+            if a.profile is not None:
+                a.profile.mkdir(parents=True, exist_ok=True)
+            res.update(
+                asyncio.run(worker_catch_up(a.bootstrap, srcs, tmp, a.worker_batch_mb, a.profile))
+            )
     for k, v in res.items():
         sys.stderr.write(f"{k:>32}: {v:,.2f}\n")
+    if a.profile is not None and a.bootstrap:
+        for name in ("worker", "replay"):
+            raw = a.profile / f"{name}.raw"
+            if raw.exists():
+                text = profiling.render(profiling.summarize(raw.read_text()), name)
+                (a.profile / f"{name}.txt").write_text(text + "\n")
+                sys.stderr.write(text + "\n")
     sys.stdout.write(json.dumps(res) + "\n")
     return 0
 

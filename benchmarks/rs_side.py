@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.servers import REPO, RssSampler, proc_status_kb, reset_peak
+from benchmarks.servers import REPO, RssSampler, cpu_seconds, proc_status_kb, reset_peak
 
 ARROW = "application/vnd.apache.arrow.stream"
 QUIET = {"capture_code": False, "capture_environment": False}
@@ -94,16 +94,33 @@ def _rank_loop(inbox: Any, outbox: Any) -> None:
             outbox.put("ready")
             if inbox.get() != "go":
                 raise RuntimeError("round cancelled")
-            t0 = time.time()
+            t0, cpu0 = time.time(), time.process_time()
             lm = run.log_metric
             for step in range(n):
                 lm("loss", step * 1e-6, step=step)
             t_logged = time.time()
             ok = run.end(timeout=900)
-            outbox.put({"t0": t0, "logged": t_logged, "ended": time.time(), "ok": ok, "err": None})
+            cpu = time.process_time() - cpu0  # every thread: the loop AND the SDK's sender
+            outbox.put(
+                {
+                    "t0": t0,
+                    "logged": t_logged,
+                    "ended": time.time(),
+                    "cpu_s": cpu,
+                    "ok": ok,
+                    "err": None,
+                }
+            )
         except Exception as exc:  # reported, never hidden
             outbox.put(
-                {"t0": 0.0, "logged": 0.0, "ended": 0.0, "ok": False, "err": repr(exc)[:300]}
+                {
+                    "t0": 0.0,
+                    "logged": 0.0,
+                    "ended": 0.0,
+                    "cpu_s": 0.0,
+                    "ok": False,
+                    "err": repr(exc)[:300],
+                }
             )
 
 
@@ -148,10 +165,17 @@ class RankPool:
                     raise TimeoutError(f"no answer from the ranks in {timeout:.0f}s") from None
 
     def ranks(
-        self, api: str, serve_pid: int, total: int, one_run: bool, timeout: float
+        self,
+        api: str,
+        serve_pid: int,
+        total: int,
+        one_run: bool,
+        timeout: float,
+        kafka_pid: int | None = None,
     ) -> dict[str, Any]:
         """The ranks log `total` points (one run per rank or ONE run); timed from the moment
-        all ranks start until the API shows every point. Samples serve's RSS meanwhile."""
+        all ranks start until the API shows every point. Samples serve's RSS meanwhile, and
+        counts the CPU seconds of the ranks, the serve process and the broker."""
         procs = self.procs
         exp = f"bench-ranks-{uuid.uuid4().hex[:6]}"
         tag = uuid.uuid4().hex[:10]
@@ -169,10 +193,16 @@ class RankPool:
                 for _ in range(procs - len(failed)):
                     self._get(60)
                 raise RuntimeError(f"a rank failed while starting: {failed[0]['err']}")
+            cpu0 = {n: cpu_seconds(p) for n, p in (("serve", serve_pid), ("kafka", kafka_pid)) if p}
             for box in self.inboxes:
                 box.put("go")
             t_start = time.time()
             t_visible = wait_points(http, run_ids, per * procs, timeout)
+            cpu = {
+                n: cpu_seconds(p) - cpu0[n]
+                for n, p in (("serve", serve_pid), ("kafka", kafka_pid))
+                if p
+            }
             results = [self._get(120) for _ in range(procs)]
         errs = [r["err"] for r in results if r["err"]]
         if errs:
@@ -190,6 +220,8 @@ class RankPool:
             "serve_peak_rss_kb": max(rss.peak_kb, hwm if hwm_reset else 0),
             "serve_vmhwm_kb": hwm,
             "vmhwm_reset": hwm_reset,
+            "cpu_s": {"ranks": sum(r["cpu_s"] for r in results), **cpu},
+            "cores": os.cpu_count() or 1,
         }
 
 
@@ -291,53 +323,174 @@ def series(api: str, points: int, repeats: int, timeout: float) -> dict[str, Any
 SEARCH = {"filter": "metrics.loss < 0.5", "order_by": ["metrics.loss ASC"], "max_results": 100}
 
 
-def search(
-    api: str, runs: int, repeats: int, timeout: float, budget: float | None = None
-) -> dict[str, Any]:
-    """`runs` runs (loss, acc, 2 params) in a fresh experiment, then the filtered search.
+BULK_ABOVE = 1000  # more runs than this are produced in bulk (`bulk_runs`), not via the SDK
+BULK_BATCH = 5000  # events per KafkaTransport.send
 
-    With `budget` (s), creating runs stops when it is spent: the search then runs over the
-    runs created (returned as "runs")."""
+
+def bulk_runs(exp: str, runs: int, seed: int = 5) -> tuple[str, list[str]]:
+    """`runs` finished runs of experiment `exp` (params lr/bs, loss and acc at step 0),
+    produced straight to Kafka: the events 3 SDK calls per run emit (ExperimentCreated once,
+    then per run RunCreated, ProducerJoined, RunStatusChanged RUNNING, MetricsLogged,
+    ProducerExited, RunStatusChanged FINISHED), encoded with the schemas codec and sent
+    through the SDK's KafkaTransport in batches, without a run object each. (The full set
+    also keeps a projection batch of 20,000 records at ~3,300 distinct runs: far fewer
+    events per run made the sink's run-id list exceed ClickHouse's max_query_size.)
+    Returns (experiment id, run ids)."""
+    import asyncio
+    import socket
+
+    from producers.config import ClientConfig
+    from producers.emit import SDK_VERSION, encode_event, experiment_id_for, now_ms
+    from producers.spool import Position, Record
+    from producers.transport import KafkaTransport
+    from schemas import events as ev
+    from schemas.ids import new_event_id
+    from schemas.metrics import pack_points
+
+    cfg = ClientConfig.from_env()
+    if not cfg.kafka_bootstrap:
+        raise RuntimeError("RUNSTREAM_KAFKA_BOOTSTRAP is not set")
+    exp_id = experiment_id_for(cfg.project, exp)
+    producer_id = f"bench-bulk-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(seed)
+    seq = 0
+    at = Position(0, 0)
+    host, pid = socket.gethostname(), os.getpid()
+
+    def envelope(run_id: str | None) -> ev.Envelope:
+        nonlocal seq
+        seq += 1
+        return ev.Envelope(
+            event_id=new_event_id(),
+            experiment_id=exp_id,
+            producer_id=producer_id,
+            seq=seq,
+            occurred_at=now_ms(),
+            project=cfg.project,
+            run_id=run_id,
+        )
+
+    def record(event: Any) -> Record:
+        enc = encode_event(event)
+        return Record(enc.key, enc.payload, at)
+
+    ids: list[str] = []
+
+    async def produce() -> None:
+        transport = KafkaTransport(cfg.kafka_bootstrap or "", cfg.topic, linger_ms=20)
+        await transport.start()
+        try:
+            batch = [record(ev.ExperimentCreated(envelope=envelope(None), name=exp))]
+            for i in range(runs):
+                run_id = new_event_id()
+                ids.append(run_id)
+                params = {"lr": str(rng.choice([1e-3, 3e-4])), "bs": "64"}
+                t = now_ms()
+                points = pack_points(
+                    ["loss", "acc"], [rng.random(), rng.random()], [0, 0], timestamps=[t, t]
+                )
+                finished = ev.RunStatus.FINISHED
+                batch += [
+                    record(e)
+                    for e in (
+                        ev.RunCreated(
+                            envelope=envelope(run_id), name=f"r{i}", params=params, start_time=t
+                        ),
+                        ev.ProducerJoined(
+                            envelope=envelope(run_id), host=host, pid=pid, sdk_version=SDK_VERSION
+                        ),
+                        ev.RunStatusChanged(envelope=envelope(run_id), status=ev.RunStatus.RUNNING),
+                        ev.MetricsLogged(envelope=envelope(run_id), **points),
+                        ev.ProducerExited(envelope=envelope(run_id), status=finished),
+                        ev.RunStatusChanged(envelope=envelope(run_id), status=finished),
+                    )
+                ]
+                if len(batch) >= BULK_BATCH:
+                    await transport.send(batch)
+                    batch = []
+            if batch:
+                await transport.send(batch)
+        finally:
+            await transport.close()
+
+    asyncio.run(produce())
+    return exp_id, ids
+
+
+def _sdk_runs(exp: str, runs: int, budget: float | None) -> tuple[list[str], int]:
+    """`runs` runs through the SDK (3 calls each); with `budget` (s), creating runs stops
+    when it is spent. Returns (run ids, runs created)."""
     import producers
 
-    exp = f"bench-search-{uuid.uuid4().hex[:6]}"
     rng = random.Random(5)
     t = time.perf_counter()
     # an open run elsewhere keeps the SDK's engine alive between the runs below (the last
     # run to end closes it); ending it at the end waits until every event is delivered
     anchor = producers.start_run(f"{exp}-anchor", **QUIET)
-    first = None
-    last: list[str] = []
+    ids: list[str] = []
     for i in range(runs):
         run = producers.start_run(
             exp, name=f"r{i}", params={"lr": rng.choice([1e-3, 3e-4]), "bs": 64}, **QUIET
         )
         run.log_metrics({"loss": rng.random(), "acc": rng.random()}, step=0)
         run.end(timeout=0)
-        first = first or run.id
-        last.append(run.id)
+        ids.append(run.id)
         if budget is not None and time.perf_counter() - t > budget:
             runs = i + 1
             break
     if not anchor.end(timeout=600):
         raise TimeoutError("the search runs were not delivered to Kafka within 600 s")
+    return ids, runs
+
+
+def runs_with_loss(http: httpx.Client, exp_id: str) -> int:
+    """How many runs of the experiment show a loss summary (one aggregate query)."""
+    r = http.post(
+        "/api/v1/analytics/aggregate",
+        json={
+            "experiment_ids": [exp_id],
+            "metric": "loss",
+            "aggregates": ["count"],
+            "group_by": [],
+        },
+    )
+    r.raise_for_status()
+    rows = r.json()["rows"]
+    return int(rows[0]["count"]) if rows else 0
+
+
+def search(
+    api: str, runs: int, repeats: int, timeout: float, budget: float | None = None
+) -> dict[str, Any]:
+    """`runs` runs (loss, acc, 2 params) in a fresh experiment, then the filtered search.
+
+    Up to BULK_ABOVE runs go through the SDK (3 calls per run); more are produced in bulk
+    (`bulk_runs`). With `budget` (s), SDK run creation stops when it is spent: the search
+    then runs over the runs created (returned as "runs"). Visibility = a count query until
+    every run shows its loss."""
+    exp = f"bench-search-{uuid.uuid4().hex[:6]}"
+    t = time.perf_counter()
+    if runs > BULK_ABOVE:
+        exp_id, ids = bulk_runs(exp, runs)
+    else:
+        ids, runs = _sdk_runs(exp, runs, budget)
+        exp_id = ""
     logged_s = time.perf_counter() - t
     with api_client(api) as http:
-        r = http.get(f"/api/v1/runs/{first}")
         deadline = time.monotonic() + timeout
-        while r.status_code == 404 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            r = http.get(f"/api/v1/runs/{first}")
-        r.raise_for_status()
-        exp_id = r.json()["run"]["experiment_id"]
-        # all runs visible? Each partition is projected in order, so once the last runs
-        # created (64: every partition, with overwhelming probability) show their loss, the
-        # earlier ones do too; a full count would be a 100k-row search, itself a benchmark.
-        for rid in last[-64:]:
-            while loss_points(http, rid) < 1:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"run {rid} not visible after {timeout:.0f}s")
-                time.sleep(0.5)
+        if not exp_id:
+            r = http.get(f"/api/v1/runs/{ids[0]}")
+            while r.status_code == 404 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                r = http.get(f"/api/v1/runs/{ids[0]}")
+            r.raise_for_status()
+            exp_id = r.json()["run"]["experiment_id"]
+        seen = runs_with_loss(http, exp_id)
+        while seen < runs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{seen:,} of {runs:,} runs visible after {timeout:.0f}s")
+            time.sleep(0.5)
+            seen = runs_with_loss(http, exp_id)
         visible_s = time.perf_counter() - t
         lat, rows = [], 0
         for _ in range(repeats + 1):  # +1: the first is a warm-up

@@ -79,6 +79,16 @@ def parent(pid: int) -> int | None:
         return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` has used so far (0.0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid: int) -> bool:
     """Reset VmHWM of `pid` (Linux: write 5 to clear_refs); False when not permitted."""
     try:
@@ -146,6 +156,10 @@ class Runstream:
     @property
     def serve_pid(self) -> int:
         return int(self.stack.records()["serve"].pid)
+
+    @property
+    def kafka_pid(self) -> int:
+        return int(self.stack.records()["kafka"].pid)
 
     def stop_serve(self) -> None:
         from runstream.stack.procs import stop

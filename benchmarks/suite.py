@@ -118,6 +118,15 @@ def say(msg: str) -> None:
     sys.stderr.flush()
 
 
+def cpu_note(r: dict[str, Any]) -> str:
+    """Where scenario 1's CPU went: seconds per 1M points and how busy the cores were."""
+    cpu = r["cpu_s"]
+    per_m = 1e6 / r["points"]
+    parts = ", ".join(f"{k} {v * per_m:.2f}" for k, v in cpu.items())
+    busy = sum(cpu.values()) / (r["seconds"] * r["cores"])
+    return f"CPU s per 1M pts: {parts}; {busy:.0%} of {r['cores']} cores"
+
+
 def human(n: int) -> str:
     for div, suffix in ((1_000_000, "M"), (1_000, "k")):
         if n >= div and n % (div // 10) == 0:
@@ -202,6 +211,7 @@ class Suite:
                                     total,
                                     shape == "one",
                                     120 + total / 2000,
+                                    kafka_pid=rs.kafka_pid,
                                 )
                                 self.raw.setdefault("1_runstream", []).append(r)
                                 vals.append(r["points_per_s"])
@@ -209,6 +219,7 @@ class Suite:
                                 notes.append(
                                     f"logged {r['logged_s']:.2f}s, in Kafka "
                                     f"{r['delivered_s']:.2f}s, queryable {r['seconds']:.2f}s"
+                                    f" ({cpu_note(r)})"
                                 )
                             return Figure(vals, "pts/s", note="; ".join(notes))
 
