@@ -89,7 +89,7 @@ QUICK = Sizes(
     ),
 )
 FULL = Sizes(
-    ranks=(100_000, 1_000_000),
+    ranks=(100_000, 1_000_000, 10_000_000),
     ranks_mlflow_cap=200_000,
     ranks_repeats=3,
     calls_rs=1_000_000,
@@ -532,7 +532,8 @@ class Suite:
                 return Figure(
                     [out["points_per_s"]],
                     "pts/s",
-                    note=f"{out['points']:,} points, {out['events']:,} events",
+                    note=f"{out['points']:,} points, {out['events']:,} events in "
+                    f"{out['seconds']:.1f} s ({out['events'] / out['seconds']:,.0f} events/s)",
                 )
 
             fig = self.side("pts/s", ours)
