@@ -127,15 +127,23 @@ class MetricRepository:
             "n": n,
         }
         x = _X[first.x]
+        # bucket index in Int64 when (x - lo) * n cannot overflow it (~25% cheaper per row
+        # than Int128 at 1 M points), else in Int128
+        wide = (hi - lo + 1) * n >= 2**62
+        bucket = (
+            "toUInt32(intDiv((toInt128(xv) - {lo:Int64}) * {n:UInt32}, "
+            "toInt128({hi:Int64}) - {lo:Int64} + 1)) AS b "
+            if wide
+            else "toUInt32(intDiv((xv - {lo:Int64}) * {n:UInt32}, "
+            "{hi:Int64} - {lo:Int64} + 1)) AS b "
+        )
         sql = (
             "SELECT run_id, key, b, min(value), max(value), avg(value), "
             # last = value at the largest x, ties broken by (seq, idx), packed into one
             # UInt128: a tuple key costs ~4x more at 1 M points (xv >= lo by the WHERE)
             "argMax(value, bitShiftLeft(toUInt128(xv - {lo:Int64}), 64) "
             "+ bitShiftLeft(toUInt128(seq), 20) + idx), count(), min(xv), max(xv) FROM ("
-            f"SELECT run_id, key, value, producer_id, seq, idx, {x} AS xv, "
-            "toUInt32(intDiv((toInt128(xv) - {lo:Int64}) * {n:UInt32}, "
-            "toInt128({hi:Int64}) - {lo:Int64} + 1)) AS b "
+            f"SELECT run_id, key, value, producer_id, seq, idx, {x} AS xv, {bucket}"
             # metric_points never holds a duplicate row (processors/README.md): no FINAL
             f"FROM {self.store.db}.metric_points "
             "WHERE run_id IN {runs:Array(String)} AND key IN {keys:Array(String)} "

@@ -132,6 +132,30 @@ def test_buckets_over_a_window_and_by_time(api: TestClient, models: ReadModels) 
     assert empty["buckets"] == []
 
 
+def test_buckets_over_the_whole_int64_step_range(api: TestClient, models: ReadModels) -> None:
+    """(step - start) * n overflows Int64 here: the bucket index is computed in Int128."""
+    models.run("r")
+    lo, hi = -(2**63) + 1, 2**63 - 1
+    width = hi - lo + 1
+    steps = [lo, lo + 3 * (width // 8), lo + 5 * (width // 8), hi]  # one per quarter
+    models.client.insert(
+        f"{models.db}.metric_points",
+        [["r", "loss", "", s, 0, 0, float(i + 1), "p1", i, 0] for i, s in enumerate(steps)],
+        column_names=["run_id", "key", "split", "step", "epoch", "timestamp", "value"]
+        + ["producer_id", "seq", "idx"],
+    )
+    models.client.insert(
+        f"{models.db}.metric_summary",
+        [["default", "1", "loss", "", "r", 4, 10.0, 1.0, 4.0, lo, hi, (hi, 0, 3, 0, 4.0)]],
+        column_names=["project", "experiment_id", "key", "split", "run_id", "count"]
+        + ["sum_value", "min_value", "max_value", "min_step", "max_step", "last"],
+    )
+    body = api.get("/api/v1/runs/r/metrics/loss/buckets", params={"n": 4}).json()
+    assert (body["start"], body["end"]) == (lo, hi), body
+    got = [(b["bucket"], b["count"], b["last"]) for b in body["buckets"]]
+    assert got == [(0, 1, 1.0), (1, 1, 2.0), (2, 1, 3.0), (3, 1, 4.0)]
+
+
 @pytest.mark.parametrize(
     "params",
     [{"n": 0}, {"n": 10**6}, {"x": "epoch"}, {"start": 5, "end": 1}, {"n": "ten"}],
