@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 RUNSTREAM_DIR = Path(os.environ.get("RUNSTREAM_HOME", REPO / ".runstream"))
-MAX_CALL_S = 0.05
+MAX_CALL_S = 0.25  # never a network wait (seconds); room for a scheduler stall on 2 cores
 
 
 @pytest.fixture

@@ -27,7 +27,9 @@ from tests.reliability._train import Measured
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-MAX_CALL_S = 0.05  # a log_metric call during an outage: never a network wait
+# a log_metric call during an outage: never a network wait (those last seconds: the
+# producer's request timeout); 250 ms leaves room for a scheduler stall on a busy 2-core box
+MAX_CALL_S = 0.25
 
 
 def _spawn(
