@@ -52,8 +52,8 @@ from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
 from processors.errors import PartitionTaken
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
-from processors.pipeline import BatchProcessor, PreparedBatch
-from processors.sink import ClickHouseSink
+from processors.pipeline import BatchProcessor, PreparedBatch, retry_batch
+from processors.sink import ClickHouseSink, Resume
 from processors.telemetry import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -276,28 +276,23 @@ class FaustProjector:
         fn: Callable[[], Awaitable[T]],
         on_error: Callable[[], None] | None = None,
     ) -> T:
-        delay = 0.05
-        while True:
-            self._check(rebalance)
-            try:
-                return await fn()
-            except PartitionTaken as exc:  # a zombie: the partition's new owner goes on
-                log.warning("%s", exc)
-                raise _Taken() from None
-            except Exception as exc:  # noqa: BLE001 - any sink failure: retry, never ack
-                if on_error is not None:
-                    on_error()
-                self.metrics.retries.labels(self.topic).inc()
-                log.warning(
-                    "batch on %s[%d] failed (%s: %s); retrying in %.2fs",
-                    self.topic,
-                    partition,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.retry_backoff_max)
+        def failed() -> None:
+            if on_error is not None:
+                on_error()
+            self.metrics.retries.labels(self.topic).inc()
+
+        try:
+            return await retry_batch(
+                fn,
+                what=f"{self.topic}[{partition}]",
+                check=lambda: self._check(rebalance),
+                pause=asyncio.sleep,
+                backoff_max=self.settings.retry_backoff_max,
+                on_failure=failed,
+            )
+        except PartitionTaken as exc:  # a zombie: the partition's new owner goes on
+            log.warning("%s", exc)
+            raise _Taken() from None
 
     async def _send_dlq(self, poison: Sequence[Poison]) -> None:
         producer = self.app.producer
@@ -326,14 +321,7 @@ class FaustProjector:
             self._redo_buf.clear()
             self.processor.forget()
             for tp in tps:
-                r = resume.get(tp.partition)
-                offset = r.offset if r is not None else 0
-                await consumer.seek(tp, offset)
-                consumer._read_offset[tp] = offset if offset else None
-                consumer._committed_offset[tp] = offset if offset else None
-                self.next_offsets[tp.partition] = offset
-                if r is not None and r.redo_last is not None:
-                    self._redo[tp.partition] = r.redo_last
+                await self._seek_partition(consumer, tp, resume.get(tp.partition))
             log.info("faust projection sought to ClickHouse positions %s", self.next_offsets)
 
     async def _reseek(self, partition: int) -> None:
@@ -349,15 +337,20 @@ class FaustProjector:
         if tp is None:  # revoked meanwhile: the new owner seeks
             self.next_offsets.pop(partition, None)
             return
-        r = (await self._positions()).get(partition)
+        offset = await self._seek_partition(consumer, tp, (await self._positions()).get(partition))
+        log.info("%s[%d] re-sought to its ClickHouse position %d", self.topic, partition, offset)
+
+    async def _seek_partition(self, consumer: Any, tp: Any, r: Resume | None) -> int:
+        """Seek `tp` to its ClickHouse resume point `r` (None: offset 0); a pending intent
+        is to be redone with its exact bounds. Returns the offset."""
         offset = r.offset if r is not None else 0
         await consumer.seek(tp, offset)
         consumer._read_offset[tp] = offset if offset else None
         consumer._committed_offset[tp] = offset if offset else None
-        self.next_offsets[partition] = offset
+        self.next_offsets[tp.partition] = offset
         if r is not None and r.redo_last is not None:
-            self._redo[partition] = r.redo_last
-        log.info("%s[%d] re-sought to its ClickHouse position %d", self.topic, partition, offset)
+            self._redo[tp.partition] = r.redo_last
+        return offset
 
     async def _positions(self) -> dict[int, Any]:
         delay = 0.1

@@ -9,13 +9,15 @@ done. Nothing is acknowledged to Kafka before `commit` returned.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from processors.archive import EventArchive
 from processors.codec import decode
-from processors.errors import UndecodableEvent
+from processors.errors import PartitionTaken, UndecodableEvent
 from processors.model import Decoded, Poison, SourceEvent
 from processors.projection import Projected, project_batch
 from processors.sink import ClickHouseSink
@@ -23,6 +25,45 @@ from processors.state import PartitionState
 from processors.telemetry import WorkerMetrics
 
 DlqSender = Callable[[Sequence[Poison]], Awaitable[None]]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+async def retry_batch(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    check: Callable[[], None],
+    pause: Callable[[float], Awaitable[None]],
+    backoff_max: float,
+    on_failure: Callable[[], None] = lambda: None,
+    on_success: Callable[[], None] = lambda: None,
+) -> T:
+    """Run one step of a batch (prepare or commit) until it succeeds, never acking a failure
+    (both engines). `check()` runs before every try and raises to abandon the batch;
+    PartitionTaken is not retried (the caller re-seeks); any other failure is logged, calls
+    `on_failure()` and waits `pause(delay)`, delay doubling from 50 ms up to `backoff_max`."""
+    delay = 0.05
+    while True:
+        check()
+        try:
+            result = await fn()
+        except PartitionTaken:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any sink failure: retry, never ack
+            on_failure()
+            log.warning(
+                "batch on %s failed (%s: %s); retrying in %.2fs",
+                what,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            await pause(delay)
+            delay = min(delay * 2, backoff_max)
+        else:
+            on_success()
+            return result
 
 
 @dataclass

@@ -32,7 +32,7 @@ from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
 from processors.errors import PartitionTaken, ProcessorError
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
-from processors.pipeline import BatchProcessor, PreparedBatch
+from processors.pipeline import BatchProcessor, PreparedBatch, retry_batch
 from processors.sink import ClickHouseSink
 from processors.telemetry import WorkerMetrics
 
@@ -298,36 +298,37 @@ class ProjectionWorker:
         fn: Callable[[], Awaitable[T]],
         on_error: Callable[[], None] | None = None,
     ) -> T:
-        delay = 0.05
-        while True:
+        failing = self.metrics.failing.labels(self.topic, str(partition))
+
+        def check() -> None:
             if self._stopping.is_set() or partition not in self._assigned or epoch != self._epoch:
                 raise _Abandon()
-            try:
-                result = await fn()
-            except PartitionTaken as exc:  # a zombie: the partition's new owner goes on
-                log.warning("%s", exc)
-                raise _Taken() from None
-            except Exception as exc:  # noqa: BLE001 - any sink failure: retry, never ack
-                if on_error is not None:
-                    on_error()
-                self.metrics.retries.labels(self.topic).inc()
-                self.metrics.failing.labels(self.topic, str(partition)).set(1)
-                if self._consumer is not None:  # the loop is held here: keep the lag current
-                    self._update_lag(self._consumer)
-                log.warning(
-                    "batch on %s[%d] failed (%s: %s); retrying in %.2fs",
-                    self.topic,
-                    partition,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, self.settings.retry_backoff_max)
-            else:
-                self.metrics.failing.labels(self.topic, str(partition)).set(0)
-                return result
+
+        def failed() -> None:
+            if on_error is not None:
+                on_error()
+            self.metrics.retries.labels(self.topic).inc()
+            failing.set(1)
+            if self._consumer is not None:  # the loop is held here: keep the lag current
+                self._update_lag(self._consumer)
+
+        async def pause(delay: float) -> None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+        try:
+            return await retry_batch(
+                fn,
+                what=f"{self.topic}[{partition}]",
+                check=check,
+                pause=pause,
+                backoff_max=self.settings.retry_backoff_max,
+                on_failure=failed,
+                on_success=lambda: failing.set(0),
+            )
+        except PartitionTaken as exc:  # a zombie: the partition's new owner goes on
+            log.warning("%s", exc)
+            raise _Taken() from None
 
     async def _send_dlq(self, poison: Sequence[Poison]) -> None:
         producer = self._producer
