@@ -26,6 +26,10 @@ from processors.worker import ProjectionWorker, WorkerSettings
 CHDB_SETTINGS = {
     "max_memory_usage": 600 * 1024 * 1024,
     "max_bytes_before_external_group_by": 200 * 1024 * 1024,
+    # ClickHouse >= 26.3 runs a query on one thread unless the server has 1 GiB free per
+    # thread; under the 800 MiB server cap below that is always, which made every read
+    # ~1/3 slower (a 1M-point bucket view: 47 -> 32 ms with 2 threads)
+    "max_threads_min_free_memory_per_thread": 64 * 1024 * 1024,
 }
 #: ... and server settings (chDB connection-string options; defaults are 5 GiB caches)
 CHDB_OPTIONS = {
