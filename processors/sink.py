@@ -40,6 +40,8 @@ RUN_EVENTS = frozenset(
 PARAM_EVENTS = frozenset({"RunCreated", "ParamsLogged"})
 ARTIFACT_EVENTS = frozenset({"ArtifactStored", "ArtifactDeleted"})
 NAME_EVENTS = frozenset({"ExperimentCreated", "ExperimentRenamed"})
+#: events whose projection reads the run's state (metrics: its project and experiment)
+RUN_STATE_EVENTS = RUN_EVENTS | {"MetricsLogged"}
 _IN_CHUNK = 2000
 _SEEN_CHUNK = 1000  # pairs: two lists per query
 
@@ -168,7 +170,7 @@ class ClickHouseSink:
             {
                 e.env.run_id
                 for e in events
-                if e.name in RUN_EVENTS and e.env.run_id not in state.runs
+                if e.name in RUN_STATE_EVENTS and e.env.run_id not in state.runs
             }
         )
         for chunk in _chunks(need_runs):

@@ -192,7 +192,8 @@ def _attributes(b: BatchContext, ev: Decoded) -> None:
 
 
 def _metrics(b: BatchContext, ev: Decoded) -> None:
-    b.points.add(ev)
+    run = b.state.runs.get(ev.env.run_id)
+    b.points.add(ev, None if run is None else (run.project, run.experiment_id))
 
 
 def _artifact_stored(b: BatchContext, ev: Decoded) -> None:

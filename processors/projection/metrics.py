@@ -6,7 +6,10 @@ whole batch. Point identity = (run_id, key, split, step, producer_id, seq, idx) 
 point's index inside its event, so ranks logging the same step never collapse. The summary
 rows are partial aggregates of the batch (count/sum/min/max/last), merged by
 AggregatingMergeTree; "last" = max of (step, timestamp, log_offset, idx), i.e. the latest
-step, ties broken by time then by log order.
+step, ties broken by time then by log order. A summary row is filed under the project and
+experiment of the run as of the event (the caller passes them; the envelope's when the run
+is not created yet), so a rank that names another experiment still sums into its run's
+experiment, and batch boundaries never change which.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ _DENSE_LIMIT = 4_000_000
 @dataclass
 class _Chunk:
     run: int
+    owner: int
     producer: int
     seq: int
     offset: int
@@ -75,11 +79,14 @@ class PointBuffer:
         self._keys = _Interner()
         self._splits = _Interner()
         self._producers = _Interner()
-        self._run_meta: dict[int, tuple[str, str]] = {}
+        #: (run index, project, experiment_id) a summary row is filed under -> its index
+        self._owners: dict[tuple[int, str, str], int] = {}
         self.points = 0
 
-    def add(self, ev: Decoded) -> int:
-        """Validate and stage one event's points; raises ProjectionFailed (nothing staged)."""
+    def add(self, ev: Decoded, owner: tuple[str, str] | None = None) -> int:
+        """Validate and stage one event's points; raises ProjectionFailed (nothing staged).
+        `owner` = (project, experiment_id) of the run as of the event (default: the
+        envelope's)."""
         rec = ev.record
         n = int(rec["count"])
         keys = [str(k) for k in rec.get("keys") or ()]
@@ -98,10 +105,12 @@ class PointBuffer:
         kmap = np.fromiter((self._keys(k) for k in keys), np.int32, len(keys))
         smap = np.fromiter((self._splits(s) for s in splits), np.int32, len(splits))
         run = self._runs(ev.env.run_id)
-        self._run_meta.setdefault(run, (ev.env.project, ev.env.experiment_id))
+        project, experiment = owner or (ev.env.project, ev.env.experiment_id)
+        slot = self._owners.setdefault((run, project, experiment), len(self._owners))
         self._chunks.append(
             _Chunk(
                 run,
+                slot,
                 self._producers(ev.env.producer_id),
                 ev.env.seq,
                 ev.offset,
@@ -124,6 +133,7 @@ class PointBuffer:
         total = int(ns.sum())
         starts = np.cumsum(ns) - ns
         run = np.repeat(np.fromiter((c.run for c in ch), np.int32, len(ch)), ns)
+        owner = np.repeat(np.fromiter((c.owner for c in ch), np.int32, len(ch)), ns)
         prod = np.repeat(np.fromiter((c.producer for c in ch), np.int32, len(ch)), ns)
         seq = np.repeat(np.fromiter((c.seq for c in ch), np.uint64, len(ch)), ns)
         off = np.repeat(np.fromiter((c.offset for c in ch), np.int64, len(ch)), ns)
@@ -147,12 +157,12 @@ class PointBuffer:
                 "idx": pa.array(idx),
             }
         )
-        summary = self._summary(run, key, split, steps, ts, off, idx, values)
+        summary = self._summary(owner, key, split, steps, ts, off, idx, values)
         return table, summary
 
     def _summary(
         self,
-        run: npt.NDArray[np.int32],
+        owner: npt.NDArray[np.int32],
         key: npt.NDArray[np.int32],
         split: npt.NDArray[np.int32],
         steps: I64,
@@ -162,8 +172,8 @@ class PointBuffer:
         values: npt.NDArray[np.float64],
     ) -> list[dict[str, Any]]:
         nk, ns_ = len(self._keys.values), len(self._splits.values)
-        g = (run.astype(np.int64) * nk + key) * ns_ + split
-        space = len(self._runs.values) * nk * ns_
+        g = (owner.astype(np.int64) * nk + key) * ns_ + split
+        space = len(self._owners) * nk * ns_
         if space <= _DENSE_LIMIT:
             groups, gi, size = None, g, space
         else:
@@ -189,13 +199,14 @@ class PointBuffer:
         nan_only = ~np.isfinite(vmin) & (np.bincount(gi, weights=finite, minlength=size) == 0)
         vmin[nan_only] = np.nan
         vmax[nan_only] = np.nan
+        owners = list(self._owners)
         rows = []
         for slot in np.flatnonzero(count):
             gval = int(groups[slot]) if groups is not None else int(slot)
-            r, rest = divmod(gval, nk * ns_)
+            o, rest = divmod(gval, nk * ns_)
             k, s = divmod(rest, ns_)
             p = int(pos[slot])
-            project, experiment = self._run_meta[r]
+            r, project, experiment = owners[o]
             rows.append(
                 {
                     "project": project,

@@ -193,3 +193,26 @@ def test_batch_boundaries_do_not_change_the_rows(cut: int) -> None:
     for table in ("events", "params", "rejected_events", "run_versions", "alerts", "tags"):
         split = first.rows.arrow(table).to_pylist() + second.rows.arrow(table).to_pylist()
         assert split == whole.rows.arrow(table).to_pylist(), table
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3])
+def test_a_rank_naming_another_experiment_sums_into_its_runs_experiment(cut: int) -> None:
+    """Rank 1 logs under "exp-other" before and after rank 0 creates the run in "exp-1":
+    points before RunCreated keep their envelope's experiment, later ones follow the run,
+    whatever the batch boundaries."""
+    rank0, rank1 = Writer(), Writer(experiment_id="exp-other")
+    steps = np.arange(5, dtype=np.int64)
+    items = [
+        ("MetricsLogged", rank1.metrics("r1", steps, ["loss"], seed=1)),
+        ("RunCreated", rank0.record("RunCreated", "r1", name="a")),
+        ("MetricsLogged", rank1.metrics("r1", steps + 5, ["loss"], seed=2)),
+        ("MetricsLogged", rank0.metrics("r1", steps + 5, ["loss"], seed=3)),
+    ]
+    evs = decoded(items)
+    state = PartitionState(0)
+    outs = [project_batch(evs[:cut], state), project_batch(evs[cut:], state)]
+    counts: dict[str, int] = {}
+    for out in outs:
+        for row in _rows(out, "metric_summary"):
+            counts[row["experiment_id"]] = counts.get(row["experiment_id"], 0) + row["count"]
+    assert counts == {"exp-other": 5, "exp-1": 10}

@@ -39,14 +39,16 @@ def test_arrow_schemas_match_the_tables(chdb_client: Any, read_db: str) -> None:
 
 
 def _log() -> dict[int, list[SourceEvent]]:
-    """Two partitions with conflicts, a resend and metrics of two ranks."""
-    a, b = Writer(), Writer()
+    """Two partitions with conflicts, a resend and metrics of three ranks (one naming another
+    experiment: its summaries still belong to the run's experiment, also after a restart)."""
+    a, b, e = Writer(), Writer(), Writer(experiment_id="e-rank")
     steps = np.arange(50, dtype=np.int64)
     created = a.record("RunCreated", "r1", name="one", params={"lr": "0.1"})
     p0 = [
         ("RunCreated", created),
         ("MetricsLogged", a.metrics("r1", steps, ["loss", "acc"], seed=1)),
         ("MetricsLogged", b.metrics("r1", steps, ["loss"], seed=2)),
+        ("MetricsLogged", e.metrics("r1", steps, ["loss"], seed=5)),
         ("ParamsLogged", a.record("ParamsLogged", "r1", params={"lr": "0.3", "bs": "2"})),
         ("RunCreated", created),  # client resend
         ("ArtifactStored", a.record("ArtifactStored", "r1", key="m", uri="s3://x/1")),
@@ -185,10 +187,12 @@ def test_reference_content(chdb_client: Any, scratch_dbs: list[str]) -> None:
     ref = _reference(chdb_client, scratch_dbs)
     db = scratch_dbs[-1]
     q = chdb_client.query
-    assert ref["metric_points"]["count"] == 100 + 50 + 50 + 50
+    assert ref["metric_points"]["count"] == 100 + 50 + 50 + 50 + 50
     assert (
-        q(f"SELECT sum(count) FROM {db}.metric_summary WHERE key = 'loss'").result_rows[0][0] == 150
+        q(f"SELECT sum(count) FROM {db}.metric_summary WHERE key = 'loss'").result_rows[0][0] == 200
     )
+    owners = q(f"SELECT DISTINCT experiment_id FROM {db}.metric_summary WHERE run_id = 'r1'")
+    assert owners.result_rows == [("exp-1",)]
     assert ref["events"]["count"] == len(LOG[0]) - 1 + len(LOG[1]) - 1  # resend, poison
     assert sorted(r[0] for r in q(f"SELECT reason FROM {db}.rejected_events").result_rows) == [
         "artifact_exists",
