@@ -5,7 +5,13 @@ Pure: no I/O. `parse_filter` / `parse_order_by` raise only `FilterSyntaxError`;
 """
 
 from query_api.search.ast import And, Comparison, Expr, Key, Or, OrderKey, render, render_order_by
-from query_api.search.compile import Binder, CompiledOrder, Compiler, metric_key_split
+from query_api.search.compile import (
+    Binder,
+    CompiledOrder,
+    Compiler,
+    MetricScope,
+    metric_key_split,
+)
 from query_api.search.parser import parse_filter, parse_order_by
 
 __all__ = [
@@ -14,6 +20,7 @@ __all__ = [
     "Comparison",
     "CompiledOrder",
     "Compiler",
+    "MetricScope",
     "Expr",
     "Key",
     "Or",

@@ -9,8 +9,12 @@ accepts (the grammar has no NOT), exactly as `run_id IN (…)` would not.
 
 `metric_summary` is read with `FINAL` (the engine's merge by the sorting key: `sum`/`min`/
 `max` of the partial aggregates) filtered on the sorting-key columns `key` and `split`
-in PREWHERE: faster than a `GROUP BY run_id` with a tuple `max` (~4x over 100k runs), and
-the same rows, since a run's metric rows all carry its project and experiment.
+in PREWHERE: faster than a `GROUP BY run_id` with a tuple `max` (~4x over 100k runs). A run's
+metric rows carry its project and experiment (the projection files them under the run's,
+processors/README.md), so a search scoped to experiments (`scope`) reads only their part of
+the table, and a joined metric value is matched on (run_id, experiment_id): one row per run
+even if a rank logged under another experiment before the run was created (those points
+are in the run's history, not in its experiment's search).
 
 Metric keys address a split as `key@split` (`@` is not a key character); a bare key means
 the default split "".
@@ -54,6 +58,14 @@ class Binder:
 
 
 @dataclass(frozen=True)
+class MetricScope:
+    """Where the searched runs are: metric lookups read only these rows of the table."""
+
+    project: str | None
+    experiment_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CompiledOrder:
     """LEFT JOINs that expose each order value, and the ORDER BY terms using them."""
 
@@ -71,12 +83,19 @@ class Compiler:
     """Compiles trees against the read models of one database."""
 
     def __init__(
-        self, database: str, binder: Binder, run_alias: str = "r", *, joined: bool = False
+        self,
+        database: str,
+        binder: Binder,
+        run_alias: str = "r",
+        *,
+        joined: bool = False,
+        scope: MetricScope | None = None,
     ) -> None:
         self.db = database
         self.binder = binder
         self.r = run_alias
         self.joined = joined
+        self.scope = scope
         self._aliases: dict[tuple[str, str], str] = {}
         self._joins: list[str] = []
 
@@ -91,11 +110,7 @@ class Compiler:
         alias = self._aliases.get(ident)
         if alias is None:
             alias = f"j{len(self._aliases)}"
-            source, value_sql = self._entity_source(key)
-            self._joins.append(
-                f"LEFT JOIN (SELECT run_id, toNullable({value_sql}) AS v FROM {source}) "
-                f"AS {alias} ON {alias}.run_id = {self.r}.run_id"
-            )
+            self._joins.append(self._join(key, alias))
             self._aliases[ident] = alias
         return f"{alias}.v"
 
@@ -137,15 +152,35 @@ class Compiler:
             return f"{value} {_SQL_OPS[c.op]} {self.binder.bind(c.value, 'Float64')}"
         return self._string_test(value, c)
 
+    def _join(self, key: Key, alias: str) -> str:
+        """LEFT JOIN exposing `alias.v`, the value of `key` for the runs row (NULL without)."""
+        source, value_sql = self._entity_source(key)
+        on = f"{alias}.run_id = {self.r}.run_id"
+        cols = "run_id"
+        if key.entity == "metric":
+            on += f" AND {alias}.experiment_id = {self.r}.experiment_id"
+            cols = "run_id, experiment_id"
+        return (
+            f"LEFT JOIN (SELECT {cols}, toNullable({value_sql}) AS v FROM {source}) "
+            f"AS {alias} ON {on}"
+        )
+
     def _entity_source(self, key: Key) -> tuple[str, str]:
         """A subquery with one row per run holding the key, and the expression of its value."""
         if key.entity == "metric":
             name, split = metric_key_split(key.name)
-            k = self.binder.bind(name, "String")
-            s = self.binder.bind(split, "String")
+            conds = [
+                f"key = {self.binder.bind(name, 'String')}",
+                f"split = {self.binder.bind(split, 'String')}",
+            ]
+            if self.scope is not None and self.scope.experiment_ids:
+                exps = self.binder.bind(list(self.scope.experiment_ids), "Array(String)")
+                conds.append(f"experiment_id IN {exps}")
+            if self.scope is not None and self.scope.project is not None:
+                conds.append(f"project = {self.binder.bind(self.scope.project, 'String')}")
             return (
-                f"(SELECT run_id, tupleElement(last, 'value') AS v FROM {self.db}.metric_summary "
-                f"FINAL PREWHERE key = {k} AND split = {s})",
+                "(SELECT run_id, experiment_id, tupleElement(last, 'value') AS v "
+                f"FROM {self.db}.metric_summary FINAL PREWHERE {' AND '.join(conds)})",
                 "v",
             )
         k = self.binder.bind(key.name, "String")
@@ -194,12 +229,8 @@ class Compiler:
             elif self.joined:
                 expr = self._joined_value(ok.key)
             else:
-                source, value_sql = self._entity_source(ok.key)
                 alias = f"o{i}"
-                joins.append(
-                    f"LEFT JOIN (SELECT run_id, toNullable({value_sql}) AS v FROM {source}) "
-                    f"AS {alias} ON {alias}.run_id = {self.r}.run_id"
-                )
+                joins.append(self._join(ok.key, alias))
                 expr = f"{alias}.v"
             terms.append(f"{expr} {direction} NULLS LAST")
         if not keys:

@@ -207,3 +207,22 @@ def test_latest_version_wins_before_filtering(api: TestClient, models: ReadModel
     assert ids(api, filter="status = 'FINISHED'") == ["x"]
     assert ids(api, run_view_type="DELETED_ONLY") == ["y"]
     assert api.get("/api/v1/runs/y").json()["run"]["lifecycle_stage"] == "deleted"
+
+
+def test_a_run_with_metric_rows_under_another_experiment_appears_once(
+    api: TestClient, models: ReadModels
+) -> None:
+    """A rank that logged under another experiment before the run existed leaves summary
+    rows there (processors/README.md): the search of the run's experiment shows the run once,
+    filtered, ordered and decorated by its own experiment's rows only."""
+    models.experiment("1", "exp-one")
+    models.run("r", "1", name="run-r")
+    models.points("r", "acc", [0.2, 0.4], experiment_id="1")
+    models.points("r", "acc", [0.9], steps=[7], experiment_id="stray", producer="p9")
+    models.run("s", "1", start=T0 + 1000, name="run-s")
+    models.points("s", "acc", [0.3], experiment_id="1")
+    r = api.post(SEARCH, json={"experiment_ids": ["1"], "order_by": ["metrics.acc DESC"]}).json()
+    assert [run["run_id"] for run in r["runs"]] == ["r", "s"]
+    assert [m["last"] for m in r["runs"][0]["metrics"]] == [0.4]
+    assert ids(api, filter="metrics.acc > 0.35") == ["r"]
+    assert ids(api, filter="metrics.acc > 0.5") == []
