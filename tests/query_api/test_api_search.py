@@ -226,3 +226,5 @@ def test_a_run_with_metric_rows_under_another_experiment_appears_once(
     assert [m["last"] for m in r["runs"][0]["metrics"]] == [0.4]
     assert ids(api, filter="metrics.acc > 0.35") == ["r"]
     assert ids(api, filter="metrics.acc > 0.5") == []
+    both = api.post(SEARCH, json={"experiment_ids": ["1", "stray"]}).json()["runs"]
+    assert [m["last"] for m in both[1]["metrics"]] == [0.4]
