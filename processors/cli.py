@@ -17,9 +17,12 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
 from processors.digest import digest, point_totals
+from processors.telemetry import ChdbCollector, WorkerMetrics
 from processors.worker import ProjectionWorker, WorkerSettings
 
 #: chDB memory caps (bytes) applied to the worker's own engine: query settings ...
@@ -90,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=20_000)
     ap.add_argument("--batch-timeout", type=float, default=0.2)
     ap.add_argument("--batch-max-mb", type=int, default=16)
+    ap.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port"
+    )
+    ap.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
     ap.add_argument("--verify", action="store_true", help="print the digest as JSON and exit")
     return ap
 
@@ -111,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.bootstrap:
         raise SystemExit("--bootstrap (or RUNSTREAM_KAFKA_BOOTSTRAP) is required")
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    if args.chdb_path or (args.clickhouse_url or "").startswith("chdb://"):
+        registry.register(ChdbCollector(client))
+    if args.metrics_port is not None:
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
     worker = ProjectionWorker(
         client,
         bootstrap=args.bootstrap,
@@ -125,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_timeout=args.batch_timeout,
             batch_max_bytes=args.batch_max_mb * 1024 * 1024,
         ),
+        metrics=WorkerMetrics(registry),
     )
 
     async def run() -> None:

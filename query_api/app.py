@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry, ProcessCollector
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -126,6 +127,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.shared = shared
+    #: `/metrics`; `runstream serve` binds the worker's and chDB's metrics to it as well
+    app.state.registry = CollectorRegistry()
+    ProcessCollector(registry=app.state.registry)
     app.include_router(health.router)
     for router in (
         ingest.router,

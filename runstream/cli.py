@@ -154,6 +154,10 @@ def worker(
         None, help="Stable id per worker (static group membership: fast restarts)."
     ),
     engine: str = typer.Option("aiokafka", help="aiokafka (default) or faust."),
+    metrics_port: Optional[int] = typer.Option(
+        None, help="Serve Prometheus /metrics (lag, throughput, memory) on this port."
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", help="Address for --metrics-port."),
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Run one projection worker (cluster mode: many share the consumer group)."""
@@ -163,7 +167,8 @@ def worker(
     if engine not in ("aiokafka", "faust"):
         console.print(f"[red]unknown engine {engine!r}[/red] (aiokafka or faust)")
         raise typer.Exit(2)
-    run_worker(_server_settings(home), database, instance_id, engine)
+    addr = None if metrics_port is None else (metrics_host, metrics_port)
+    run_worker(_server_settings(home), database, instance_id, engine, addr)
 
 
 @app.command()

@@ -54,11 +54,14 @@ def make_worker(
     *,
     group: str = "runstream-processors",
     instance_id: str | None = None,
+    registry: Any = None,
 ) -> Any:
     """A projection worker; a stable `instance_id` (static membership) lets a restarted
-    worker take its partitions back at once instead of after the session timeout."""
+    worker take its partitions back at once instead of after the session timeout. Its
+    Prometheus metrics go to `registry` (a new one when None)."""
     from processors.archive import EventArchive
     from processors.migrate import migrate
+    from processors.telemetry import WorkerMetrics
     from processors.worker import ProjectionWorker, WorkerSettings
 
     migrate(client, database)
@@ -69,6 +72,7 @@ def make_worker(
         database=database,
         archive=archive,
         settings=WorkerSettings(group_id=group, group_instance_id=instance_id),
+        metrics=WorkerMetrics(registry),
     )
 
 
@@ -77,28 +81,43 @@ def run_worker(
     database: str,
     instance_id: str | None = None,
     engine: str = "aiokafka",
+    metrics_addr: tuple[str, int] | None = None,
 ) -> None:
     """A standalone projection worker until SIGTERM/SIGINT (cluster mode).
 
     engine: "aiokafka" (default: fastest start, follows a replay's pointer switch, static
     membership) or "faust" (faust-streaming agent over the same BatchProcessor). Never run
     both engines on one database at once: their consumer groups differ.
+    metrics_addr: (host, port) to serve Prometheus `/metrics` on (worker, process, and chDB
+    when it owns one).
     """
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
     client = clickhouse_client(settings)
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    if settings.clickhouse_url.startswith("chdb://"):
+        from processors.telemetry import ChdbCollector
+
+        registry.register(ChdbCollector(client))
+    if metrics_addr is not None:
+        start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
     if engine == "faust":
         from processors.archive import EventArchive
         from processors.faust_app import run_faust_worker
+        from processors.telemetry import WorkerMetrics
 
         run_faust_worker(
             client,
             bootstrap=settings.kafka_bootstrap,
             database=database,
             archive=EventArchive(minio_client(settings), settings.s3_bucket),
+            metrics=WorkerMetrics(registry),
         )
         return
     if engine != "aiokafka":
         raise ValueError(f"engine must be aiokafka or faust, not {engine!r}")
-    worker = make_worker(settings, client, database, instance_id=instance_id)
+    worker = make_worker(settings, client, database, instance_id=instance_id, registry=registry)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -161,10 +180,20 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
 
     import uvicorn
 
-    client = clickhouse_client(settings)
-    worker = make_worker(settings, client, database, instance_id=f"serve-{socket.gethostname()}")
-    app = build_api(settings, database, lambda: client)
     from processors.archive import EventArchive
+    from processors.telemetry import ChdbCollector
+
+    client = clickhouse_client(settings)
+    app = build_api(settings, database, lambda: client)
+    worker = make_worker(
+        settings,
+        client,
+        database,
+        instance_id=f"serve-{socket.gethostname()}",
+        registry=app.state.registry,
+    )
+    if settings.clickhouse_url.startswith("chdb://"):
+        app.state.registry.register(ChdbCollector(client))
     from runstream.replay import admin_router
 
     app.include_router(

@@ -194,6 +194,18 @@ def test_up_is_idempotent_down_leaves_nothing_and_stale_is_reported() -> None:
         assert set(pids) == {"kafka", "s3", "serve"}
         with urllib.request.urlopen(f"{conn.api_url}/health", timeout=5) as r:
             assert r.status == 200, "serve answers: worker + API over this stack's chDB"
+        with urllib.request.urlopen(f"{conn.api_url}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+        # the process, the in-process worker and its chDB, all on the API's /metrics
+        assert {
+            "process_resident_memory_bytes",
+            "runstream_processor_lag",
+            "runstream_processor_points_total",
+            "runstream_chdb_memory_tracked_bytes",
+            "runstream_chdb_jemalloc_bytes",
+            "runstream_chdb_parts_active",
+        } <= names, sorted(names)
         assert s.up(serve=True) == conn, "a second up changes nothing"
         assert {r.name: r.pid for r in s.records().values()} == pids
         # lose the state file: the processes are still ours and must be found

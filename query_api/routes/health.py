@@ -1,4 +1,6 @@
-"""Liveness and version: MLflow's `GET /health`, `GET /version`, and `GET /api/v1/health`."""
+"""Liveness and version: MLflow's `GET /health`, `GET /version`, `GET /api/v1/health`, and
+`GET /metrics` (Prometheus text: the process, and in `runstream serve` the projection worker
+and chDB; no project data, open like /health)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from query_api.errors import QueryApiError
 from query_api.responses import SafeJSONResponse
@@ -52,3 +55,12 @@ def api_health(request: Request) -> Response:
     body["writes_enabled"] = bool(shared.log.topic)
     body["artifacts_enabled"] = shared.blobs is not None
     return SafeJSONResponse(body)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics: process, projection worker (lag, throughput), chDB memory",
+    response_class=PlainTextResponse,
+)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,9 +10,11 @@ import json
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,27 @@ def _worker_argv(conn: Connection, topic: str, group: str, chdb: Path, db: str) 
         "3000",
         "--batch-timeout",
         "0.1",
+        "--metrics-port",
+        str(_free_port()),
     ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(argv: list[str]) -> dict[str, float]:
+    """The worker's /metrics: sample name with labels -> value."""
+    port = argv[argv.index("--metrics-port") + 1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    }
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -132,6 +154,16 @@ def test_sigkill_while_events_flow_loses_and_duplicates_nothing(
             ):
                 assert time.monotonic() < deadline, "worker did not catch up"
                 await asyncio.sleep(0.2)
+            # its /metrics agree: lag 0 on every partition once it has caught up
+            while True:
+                scraped = _scrape(argv)
+                lags = [v for k, v in scraped.items() if k.startswith("runstream_processor_lag{")]
+                if lags and max(lags) == 0:
+                    break
+                assert time.monotonic() < deadline, f"lag gauges {lags}"
+                await asyncio.sleep(0.2)
+            assert scraped["runstream_chdb_memory_tracked_bytes"] > 0
+            assert scraped["process_resident_memory_bytes"] > 0
             return expect
         finally:
             producing.cancel()

@@ -43,11 +43,13 @@ from tests.reliability._api import (
 
 pytestmark = pytest.mark.stack
 
-#: routes without project data, open by design (liveness, OpenAPI, docs, the static UI)
+#: routes without project data, open by design (liveness, Prometheus metrics, OpenAPI, docs,
+#: the static UI)
 PROJECTLESS = {
     ("GET", "/health"),
     ("GET", "/version"),
     ("GET", "/api/v1/health"),
+    ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("HEAD", "/openapi.json"),
     ("GET", "/docs"),
