@@ -181,9 +181,11 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
     import uvicorn
 
     from processors.archive import EventArchive
+    from processors.migrate import migrate
     from processors.telemetry import ChdbCollector
 
     client = clickhouse_client(settings)
+    migrate(client, database)  # before the API: it creates its token table in `database`
     app = build_api(settings, database, lambda: client)
     worker = make_worker(
         settings,

@@ -194,6 +194,8 @@ def test_up_is_idempotent_down_leaves_nothing_and_stale_is_reported() -> None:
         assert set(pids) == {"kafka", "s3", "serve"}
         with urllib.request.urlopen(f"{conn.api_url}/health", timeout=5) as r:
             assert r.status == 200, "serve answers: worker + API over this stack's chDB"
+        with urllib.request.urlopen(f"{conn.api_url}/api/v1/experiments", timeout=5) as r:
+            assert r.status == 200, "reads work (the token table exists)"
         with urllib.request.urlopen(f"{conn.api_url}/metrics", timeout=5) as r:
             text = r.read().decode()
         names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
