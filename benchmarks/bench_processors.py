@@ -85,6 +85,7 @@ async def worker_catch_up(
     tmp: str,
     batch_mb: int = 16,
     profile: Path | None = None,
+    fetch_mb: float | None = None,
 ) -> dict[str, float]:
     """Produce everything first, then run `python -m processors.worker` (its own chDB, the
     production entry point) until its committed offsets reach the end; read its peak RSS."""
@@ -123,6 +124,7 @@ async def worker_catch_up(
         f"{tmp}/worker-chdb",
         "--batch-max-mb",
         str(batch_mb),
+        *([] if fetch_mb is None else ["--max-partition-fetch-mb", str(fetch_mb)]),
     ]
     if profile is not None:
         argv = profiling.profiled(argv, profile / "worker.raw")
@@ -238,6 +240,7 @@ def main() -> int:
         "topic (needs Kafka, e.g. from `runstream up`)",
     )
     ap.add_argument("--worker-batch-mb", type=int, default=16)
+    ap.add_argument("--worker-fetch-mb", type=float, default=None)
     ap.add_argument("--topic", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--replay-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument(
@@ -293,7 +296,11 @@ def main() -> int:
             if a.profile is not None:
                 a.profile.mkdir(parents=True, exist_ok=True)
             res.update(
-                asyncio.run(worker_catch_up(a.bootstrap, srcs, tmp, a.worker_batch_mb, a.profile))
+                asyncio.run(
+                    worker_catch_up(
+                        a.bootstrap, srcs, tmp, a.worker_batch_mb, a.profile, a.worker_fetch_mb
+                    )
+                )
             )
     for k, v in res.items():
         sys.stderr.write(f"{k:>32}: {v:,.2f}\n")

@@ -13,6 +13,10 @@ counts against `max_server_memory_usage`), runstream_chdb_jemalloc_bytes{kind=al
 active|resident|mapped|retained} (chDB's allocator; resident - active is mostly dirty pages
 kept for reuse), runstream_chdb_cache_bytes{cache}, runstream_chdb_parts_active,
 runstream_chdb_merges_running.
+
+`HeapCollector` shows the Python side of the same process: runstream_heap_bytes{kind}
+from glibc's mallinfo2 (`in_use`, `free` = freed but kept in the heap, `mmapped`) and the
+Arrow memory pool (`arrow_allocated`), so RSS can be attributed without a profiler.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from processors.heap import mallinfo
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +121,24 @@ class ChdbCollector(Collector):
         ):
             if key in values:
                 yield GaugeMetricFamily(p + name, doc, value=values[key])
+
+
+class HeapCollector(Collector):
+    """The Python heap (glibc) and the Arrow memory pool of this process (see module)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        heap = GaugeMetricFamily(
+            "runstream_heap_bytes", "Python heap (glibc) and Arrow pool", labels=["kind"]
+        )
+        m = mallinfo()
+        if m is not None:
+            heap.add_metric(["in_use"], float(m.uordblks + m.hblkhd))
+            heap.add_metric(["free"], float(m.fordblks))
+            heap.add_metric(["mmapped"], float(m.hblkhd))
+        try:
+            import pyarrow as pa
+
+            heap.add_metric(["arrow_allocated"], float(pa.total_allocated_bytes()))
+        except ImportError:
+            pass
+        yield heap

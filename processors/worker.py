@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from processors import heap
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
 from processors.errors import PartitionTaken, ProcessorError
@@ -51,7 +52,7 @@ class WorkerSettings:
     batch_timeout: float = 0.2
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 500
-    max_partition_fetch_bytes: int = 8 * 1024 * 1024
+    max_partition_fetch_bytes: int = 4 * 1024 * 1024
     retry_backoff_max: float = 5.0
     pointer_check_interval: float = 1.0
 
@@ -107,6 +108,8 @@ class ProjectionWorker:
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._epoch = 0
+        #: running mean size of a record value: sizes each getmany to the byte budget
+        self._mean_record_bytes = 4096.0
         self._stopping = asyncio.Event()
         self._assigned: set[int] = set()
         self._last_pointer_check = 0.0
@@ -164,6 +167,7 @@ class ProjectionWorker:
             while not self._stopping.is_set():
                 try:
                     await self.step()
+                    await asyncio.to_thread(heap.trim)  # the batch's buffers are gone now
                 except ConsumerStoppedError:
                     if not self._stopping.is_set():
                         raise
@@ -200,6 +204,10 @@ class ProjectionWorker:
             return done
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[int, list[ConsumerRecord[Any, Any]]]:
+        """Up to batch_size records and about batch_max_bytes of values: each getmany asks
+        for as many records as the byte budget left holds at the running mean record size
+        (one getmany would otherwise hand over everything buffered for every partition,
+        several times the budget, and a batch's memory grows with its size)."""
         s = self.settings
         out: dict[int, list[ConsumerRecord[Any, Any]]] = defaultdict(list)
         total = size = 0
@@ -209,13 +217,19 @@ class ProjectionWorker:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            fits = int((s.batch_max_bytes - size) / self._mean_record_bytes)
             got = await consumer.getmany(
-                timeout_ms=max(1, int(remaining * 1000)), max_records=s.batch_size - total
+                timeout_ms=max(1, int(remaining * 1000)),
+                max_records=max(1, min(s.batch_size - total, fits)),
             )
             for tp, msgs in got.items():
                 out[tp.partition].extend(msgs)
                 total += len(msgs)
-                size += sum(len(m.value or b"") for m in msgs)
+                nbytes = sum(len(m.value or b"") for m in msgs)
+                size += nbytes
+                self._mean_record_bytes = max(
+                    64.0, 0.8 * self._mean_record_bytes + 0.2 * nbytes / max(1, len(msgs))
+                )
             if not got:
                 break
         return out

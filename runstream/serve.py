@@ -94,11 +94,12 @@ def run_worker(
     from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
     client = clickhouse_client(settings)
+    from processors.telemetry import ChdbCollector, HeapCollector
+
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
+    registry.register(HeapCollector())
     if settings.clickhouse_url.startswith("chdb://"):
-        from processors.telemetry import ChdbCollector
-
         registry.register(ChdbCollector(client))
     if metrics_addr is not None:
         start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
@@ -182,7 +183,7 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
 
     from processors.archive import EventArchive
     from processors.migrate import migrate
-    from processors.telemetry import ChdbCollector
+    from processors.telemetry import ChdbCollector, HeapCollector
 
     client = clickhouse_client(settings)
     migrate(client, database)  # before the API: it creates its token table in `database`
@@ -194,6 +195,7 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
         instance_id=f"serve-{socket.gethostname()}",
         registry=app.state.registry,
     )
+    app.state.registry.register(HeapCollector())
     if settings.clickhouse_url.startswith("chdb://"):
         app.state.registry.register(ChdbCollector(client))
     from runstream.replay import admin_router
