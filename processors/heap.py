@@ -11,10 +11,7 @@ in the middle of the heap) when more than `TRIM_ABOVE` is free; a no-op without 
 from __future__ import annotations
 
 import ctypes
-import logging
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 #: trim once this much freed memory is kept in the heap (one check costs microseconds)
 TRIM_ABOVE = 64 * 1024 * 1024
@@ -57,13 +54,10 @@ def mallinfo() -> Mallinfo2 | None:
     return None if _LIBC is None else _LIBC.mallinfo2()
 
 
-def trim(above: int = TRIM_ABOVE) -> int:
-    """Release the heap's free memory if more than `above` bytes are kept; bytes released."""
-    before = mallinfo()
-    if before is None or before.fordblks < above:
-        return 0
-    _LIBC.malloc_trim(0)
-    after = mallinfo()
-    released = int(before.fordblks - (after.fordblks if after is not None else 0))
-    log.debug("malloc_trim released %d MB", released >> 20)
-    return released
+def trim(above: int = TRIM_ABOVE) -> bool:
+    """Release the heap's free memory if more than `above` bytes of it are kept; True when
+    glibc gave pages back (they stay counted as free heap, no longer resident)."""
+    info = mallinfo()
+    if info is None or info.fordblks < above:
+        return False
+    return bool(_LIBC.malloc_trim(0))

@@ -108,8 +108,9 @@ class ProjectionWorker:
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._epoch = 0
-        #: running mean size of a record value: sizes each getmany to the byte budget
-        self._mean_record_bytes = 4096.0
+        #: running mean size of a record value (None until one is seen): sizes each
+        #: getmany to the byte budget
+        self._mean_record_bytes: float | None = None
         self._stopping = asyncio.Event()
         self._assigned: set[int] = set()
         self._last_pointer_check = 0.0
@@ -217,7 +218,8 @@ class ProjectionWorker:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            fits = int((s.batch_max_bytes - size) / self._mean_record_bytes)
+            mean = self._mean_record_bytes
+            fits = 1 if mean is None else int((s.batch_max_bytes - size) / mean)
             got = await consumer.getmany(
                 timeout_ms=max(1, int(remaining * 1000)),
                 max_records=max(1, min(s.batch_size - total, fits)),
@@ -227,9 +229,9 @@ class ProjectionWorker:
                 total += len(msgs)
                 nbytes = sum(len(m.value or b"") for m in msgs)
                 size += nbytes
-                self._mean_record_bytes = max(
-                    64.0, 0.8 * self._mean_record_bytes + 0.2 * nbytes / max(1, len(msgs))
-                )
+                seen = max(64.0, nbytes / max(1, len(msgs)))
+                mean = self._mean_record_bytes
+                self._mean_record_bytes = seen if mean is None else 0.8 * mean + 0.2 * seen
             if not got:
                 break
         return out

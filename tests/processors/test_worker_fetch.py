@@ -1,0 +1,72 @@
+"""The worker's fetch (pure logic, a stand-in consumer): a batch holds about
+batch_max_bytes of record values whatever the consumer has buffered, and nothing it does
+not take is lost (it stays buffered for the next fetch)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+from processors.worker import ProjectionWorker, WorkerSettings
+
+
+class _Buffered:
+    """aiokafka's getmany over records already fetched for 4 partitions."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.parts = {p: deque() for p in range(4)}  # type: ignore[var-annotated]
+        for i, n in enumerate(sizes):
+            self.parts[i % 4].append(SimpleNamespace(value=b"x" * n, offset=i))
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        out: dict[Any, list[Any]] = {}
+        for p, q in self.parts.items():  # like aiokafka: everything buffered, up to N
+            take = []
+            while q and max_records > 0:
+                take.append(q.popleft())
+                max_records -= 1
+            if take:
+                out[TopicPartition("t", p)] = take
+        return out
+
+    def left(self) -> int:
+        return sum(len(q) for q in self.parts.values())
+
+
+def _fetch(worker: ProjectionWorker, consumer: _Buffered) -> dict[int, list[Any]]:
+    return asyncio.run(worker._fetch(consumer))  # type: ignore[arg-type]
+
+
+def test_a_batch_is_about_batch_max_bytes_whatever_is_buffered() -> None:
+    budget = 1 << 20
+    worker = ProjectionWorker(
+        None, bootstrap="unused", database="unused", settings=WorkerSettings(batch_max_bytes=budget)
+    )
+    record = 40_000
+    consumer = _Buffered([record] * 400)  # 16 MB buffered, 16x the budget
+    seen = 0
+    for _ in range(30):
+        batch = _fetch(worker, consumer)
+        got = sum(len(r.value) for rs in batch.values() for r in rs)
+        seen += sum(len(rs) for rs in batch.values())
+        if not got:
+            break
+        assert got <= budget + record, got  # at most one record over
+    assert seen == 400  # everything came, none twice
+    assert consumer.left() == 0
+
+
+def test_small_records_still_fill_a_batch_by_count() -> None:
+    worker = ProjectionWorker(
+        None,
+        bootstrap="unused",
+        database="unused",
+        settings=WorkerSettings(batch_size=500, batch_max_bytes=1 << 30),
+    )
+    consumer = _Buffered([100] * 2000)
+    batch = _fetch(worker, consumer)
+    assert sum(len(rs) for rs in batch.values()) == 500
