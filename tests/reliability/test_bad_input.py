@@ -440,8 +440,8 @@ def test_declared_oversize_is_refused_without_reading_the_body(
 # ---- schemathesis with tokens required ---------------------------------------------------
 
 EXAMPLES = 3
-#: liveness / version routes: open by design (no project data)
-PUBLIC = {"/health", "/version", "/api/v1/health"}
+#: liveness / version / Prometheus routes: open by design (no project data)
+PUBLIC = {"/health", "/version", "/api/v1/health", "/metrics"}
 
 
 def _fuzz(
