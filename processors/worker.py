@@ -111,6 +111,9 @@ class ProjectionWorker:
         #: running mean size of a record value (None until one is seen): sizes each
         #: getmany to the byte budget
         self._mean_record_bytes: float | None = None
+        #: records were projected since the last heap trim (trimmed on the next idle step:
+        #: trimming between busy steps only makes the next batch fault the pages back in)
+        self._heap_dirty = False
         self._stopping = asyncio.Event()
         self._assigned: set[int] = set()
         self._last_pointer_check = 0.0
@@ -167,8 +170,11 @@ class ProjectionWorker:
         try:
             while not self._stopping.is_set():
                 try:
-                    await self.step()
-                    await asyncio.to_thread(heap.trim)  # the batch's buffers are gone now
+                    if await self.step():
+                        self._heap_dirty = True
+                    elif self._heap_dirty:  # idle after work: give its freed heap back
+                        self._heap_dirty = False
+                        await asyncio.to_thread(heap.trim)
                 except ConsumerStoppedError:
                     if not self._stopping.is_set():
                         raise

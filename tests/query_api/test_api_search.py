@@ -228,3 +228,7 @@ def test_a_run_with_metric_rows_under_another_experiment_appears_once(
     assert ids(api, filter="metrics.acc > 0.5") == []
     both = api.post(SEARCH, json={"experiment_ids": ["1", "stray"]}).json()["runs"]
     assert [m["last"] for m in both[1]["metrics"]] == [0.4]
+    ordered = api.post(
+        SEARCH, json={"experiment_ids": ["1", "stray"], "order_by": ["metrics.acc DESC"]}
+    ).json()["runs"]
+    assert [run["run_id"] for run in ordered] == ["r", "s"]
