@@ -57,6 +57,10 @@ class WorkerSettings:
     pointer_check_interval: float = 1.0
 
 
+#: while batches keep coming, the freed C heap is given back at most this often
+TRIM_EVERY_S = 2.0
+
+
 class _Abandon(Exception):
     """The batch is no longer ours (revoked, stopping, database switched)."""
 
@@ -111,9 +115,11 @@ class ProjectionWorker:
         #: running mean size of a record value (None until one is seen): sizes each
         #: getmany to the byte budget
         self._mean_record_bytes: float | None = None
-        #: records were projected since the last heap trim (trimmed on the next idle step:
-        #: trimming between busy steps only makes the next batch fault the pages back in)
+        #: records were projected since the last heap trim: trimmed on the next idle step,
+        #: and every TRIM_EVERY_S while busy (after every busy step, the next batches
+        #: only fault the same pages back in)
         self._heap_dirty = False
+        self._trimmed_at = 0.0
         self._stopping = asyncio.Event()
         self._assigned: set[int] = set()
         self._last_pointer_check = 0.0
@@ -170,10 +176,13 @@ class ProjectionWorker:
         try:
             while not self._stopping.is_set():
                 try:
-                    if await self.step():
+                    busy = await self.step() > 0
+                    now = time.monotonic()
+                    if busy:
                         self._heap_dirty = True
-                    elif self._heap_dirty:  # idle after work: give its freed heap back
+                    if self._heap_dirty and (not busy or now - self._trimmed_at > TRIM_EVERY_S):
                         self._heap_dirty = False
+                        self._trimmed_at = now
                         await asyncio.to_thread(heap.trim)
                 except ConsumerStoppedError:
                     if not self._stopping.is_set():
