@@ -6,15 +6,30 @@ Arrow tables) from several threads. glibc keeps what they free in its arenas: me
 after the run (36 MB in use), which is most of the gap between the standalone worker's peak
 RSS and serve's. `trim()` asks glibc to release it (`malloc_trim(0)` also returns free pages
 in the middle of the heap) when more than `TRIM_ABOVE` is free; a no-op without glibc.
+
+Trimming every 2 s still leaves what a busy interval frees resident until the next trim:
+glibc serves a freed block of ≥ 128 KiB from mmap only until the first such block is freed,
+then raises its mmap threshold (up to 32 MiB) and carves the next ones (Kafka record values
+of ~200 KB, fetch buffers, numpy columns) out of the heap. `map_large_blocks()` pins the
+threshold at `MMAP_THRESHOLD`, so large blocks are mapped on allocation and unmapped on
+free: measured in serve, 8 ranks logging 10 M points, the heap's freed-but-kept memory at
+the peak fell from 213-323 MB to 27-43 MB and VmHWM from 1,064-1,092 to 842-896 MB, at
+the same throughput (the standalone worker: peak RSS 1,037 -> 835 MB, ~10 % fewer
+points/s from the extra page faults).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 #: trim once this much freed memory is kept in the heap (one check costs microseconds)
 TRIM_ABOVE = 64 * 1024 * 1024
+#: blocks this large or larger are mapped on their own (glibc's initial threshold, pinned)
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
+_ENV = "MALLOC_MMAP_THRESHOLD_"  # glibc's own knob: an operator's value wins
 
 
 class Mallinfo2(ctypes.Structure):
@@ -41,6 +56,8 @@ def _libc() -> Any:
         libc.mallinfo2.restype = Mallinfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.malloc_trim.restype = ctypes.c_int
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
     except (OSError, AttributeError):  # not glibc >= 2.33
         return None
     return libc
@@ -61,3 +78,11 @@ def trim(above: int = TRIM_ABOVE) -> bool:
     if info is None or info.fordblks < above:
         return False
     return bool(_LIBC.malloc_trim(0))
+
+
+def map_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Pin glibc's mmap threshold at `threshold` for this process (see the module doc), unless
+    the environment sets MALLOC_MMAP_THRESHOLD_; True when it was set here."""
+    if _LIBC is None or _ENV in os.environ:
+        return False
+    return bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, threshold))

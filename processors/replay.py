@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from processors import heap
 from processors.archive import EventArchive
 from processors.codec import EVENTS_TOPIC
 from processors.errors import ReplayError
@@ -134,6 +135,7 @@ async def replay_async(
         raise ReplayError("source='archive' needs an EventArchive")
     if source == "kafka" and bootstrap is None:
         raise ReplayError("source='kafka' needs bootstrap servers")
+    heap.map_large_blocks()
     tgt: str = target if target else await asyncio.to_thread(choose_target, client, database)
     await asyncio.to_thread(migrate, client, check_identifier(tgt))
     sink = ClickHouseSink(client, tgt)

@@ -52,7 +52,7 @@ class WorkerSettings:
     batch_timeout: float = 0.2
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 500
-    max_partition_fetch_bytes: int = 4 * 1024 * 1024
+    max_partition_fetch_bytes: int = 16 * 1024 * 1024
     retry_backoff_max: float = 5.0
     pointer_check_interval: float = 1.0
 
@@ -173,6 +173,7 @@ class ProjectionWorker:
         """Start (if needed) and project until `stop()`."""
         if self._consumer is None:
             await self.start()
+        heap.map_large_blocks()
         try:
             while not self._stopping.is_set():
                 try:
