@@ -26,10 +26,11 @@ def _rss_anon_mb() -> float:
 
 def test_freed_heap_memory_is_returned() -> None:
     heap.trim(above=0)
-    # 256 MB in 32 KB blocks (under the mmap threshold: they live in the heap), each
-    # followed by a small block that stays: freeing the big ones leaves holes that glibc
-    # keeps (nothing at the heap's top to cut)
-    pairs = [(bytearray(b"\1" * (32 * 1024)), bytearray(64)) for _ in range(8192)]
+    # 256 MB in 32 KB blocks (under any mmap threshold: they live in the heap), each
+    # followed by a 1 KiB block (from glibc too: over pymalloc's 512 bytes) that stays:
+    # freeing the big ones leaves holes that glibc keeps, whatever its trim threshold
+    # (nothing at the heap's top to cut)
+    pairs = [(bytearray(b"\1") * (32 * 1024), bytearray(1024)) for _ in range(8192)]
     pins = [small for _, small in pairs]
     del pairs
     held = _rss_anon_mb()
