@@ -350,7 +350,8 @@ class LocalStack:
             is_free(st.ports.get(k, 0)) for k in ("kafka", "kafka_controller")
         )
         if need_kafka or "kafka" not in st.ports:
-            st.ports["kafka"], st.ports["kafka_controller"] = free_ports(2)
+            avoid = _promised(st, without=("kafka", "kafka_controller"))
+            st.ports["kafka"], st.ports["kafka_controller"] = free_ports(2, avoid=avoid)
         if "api" not in st.ports:
             taken = set(st.ports.values())
             st.ports["api"] = (
@@ -363,9 +364,9 @@ class LocalStack:
             for k in seaweed.PORT_NAMES
         )
         if need_s3:
-            for name, port in zip(
-                seaweed.PORT_NAMES, free_ports(len(seaweed.PORT_NAMES), with_grpc_twin=True)
-            ):
+            avoid = _promised(st, without=seaweed.PORT_NAMES)
+            ports = free_ports(len(seaweed.PORT_NAMES), with_grpc_twin=True, avoid=avoid)
+            for name, port in zip(seaweed.PORT_NAMES, ports):
                 st.ports[name] = port
 
     def _bootstrap(self, st: _State) -> str:
@@ -429,3 +430,12 @@ class LocalStack:
         self.down()
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.chdb_dir, ignore_errors=True)
+
+
+def _promised(st: _State, without: tuple[str, ...]) -> set[int]:
+    """The stack's other ports, and the gRPC twins of its SeaweedFS ports: all free until
+    their process starts, so a fresh choice must not land on one (Kafka and SeaweedFS start
+    together)."""
+    ports = {p for name, p in st.ports.items() if name not in without}
+    twins = {st.ports[n] + 10000 for n in seaweed.PORT_NAMES if n in st.ports and n not in without}
+    return ports | twins

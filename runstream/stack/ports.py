@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 
 
 def is_free(port: int) -> bool:
@@ -16,10 +17,11 @@ def is_free(port: int) -> bool:
     return True
 
 
-def free_ports(n: int, *, with_grpc_twin: bool = False) -> list[int]:
+def free_ports(n: int, *, with_grpc_twin: bool = False, avoid: Collection[int] = ()) -> list[int]:
     """`n` distinct free ports below the kernel's ephemeral range (so outgoing connections
     never take them between runs); with_grpc_twin also requires port+10000 free (SeaweedFS
-    serves gRPC there)."""
+    serves gRPC there). `avoid`: ports promised to a process that has not bound them yet
+    (free now, taken soon); neither a port nor its twin is one of them."""
     low, high = 20000, _ephemeral_low() - 1
     if with_grpc_twin:
         high = min(high, 65535) - 10000
@@ -29,7 +31,9 @@ def free_ports(n: int, *, with_grpc_twin: bool = False) -> list[int]:
         if len(chosen) == n:
             return chosen
         port = rng.randint(low, high)
-        if port in chosen or (port + 10000) in chosen or not is_free(port):
+        if port in chosen or (port + 10000) in chosen or port in avoid:
+            continue
+        if (with_grpc_twin and port + 10000 in avoid) or not is_free(port):
             continue
         if with_grpc_twin and not is_free(port + 10000):
             continue
