@@ -13,7 +13,7 @@ then raises its mmap threshold (up to 32 MiB) and carves the next ones (Kafka re
 of ~200 KB, fetch buffers, numpy columns) out of the heap. `map_large_blocks()` pins the
 threshold at `MMAP_THRESHOLD`, so large blocks are mapped on allocation and unmapped on
 free: measured in serve, 8 ranks logging 10 M points, the heap's freed-but-kept memory at
-the peak fell from 213-323 MB to 27-43 MB and VmHWM from 1,064-1,092 to 842-964 MB, at
+the peak fell from 213-323 MB to 27-59 MB and VmHWM from 1,064-1,092 to 842-964 MB, at
 the same throughput (the standalone worker: peak RSS 1,037 -> 835 MB, ~10 % fewer
 points/s from the extra page faults).
 """

@@ -254,10 +254,7 @@ class LocalStack:
             if serve:
                 if "serve" not in running:
                     if not is_free(st.ports["api"]):
-                        taken = set(st.ports.values())
-                        st.ports["api"] = next(
-                            p for p in free_ports(len(taken) + 1) if p not in taken
-                        )
+                        (st.ports["api"],) = free_ports(1, avoid=_promised(st, ("api",)))
                         conn = self._connection(st)
                     running["serve"] = self._start_serve(st)
                     st.processes = [r.to_json() for r in running.values()]
@@ -353,11 +350,8 @@ class LocalStack:
             avoid = _promised(st, without=("kafka", "kafka_controller"))
             st.ports["kafka"], st.ports["kafka_controller"] = free_ports(2, avoid=avoid)
         if "api" not in st.ports:
-            taken = set(st.ports.values())
             st.ports["api"] = (
-                8765
-                if is_free(8765)
-                else next(p for p in free_ports(len(taken) + 1) if p not in taken)
+                8765 if is_free(8765) else free_ports(1, avoid=_promised(st, ("api",)))[0]
             )
         need_s3 = "s3" not in running and not all(
             st.ports.get(k) and is_free(st.ports[k]) and is_free(st.ports[k] + 10000)
