@@ -14,6 +14,16 @@ import pyarrow as pa
 _S = pa.string()
 _TS = pa.timestamp("ms", tz="UTC")
 _MAP = pa.map_(pa.string(), pa.string())
+#: metric_summary.last: the point that is last by (step, timestamp, log offset, index)
+_LAST = pa.struct(
+    [
+        ("step", pa.int64()),
+        ("timestamp", _TS),
+        ("log_offset", pa.uint64()),
+        ("idx", pa.uint32()),
+        ("value", pa.float64()),
+    ]
+)
 
 
 def _schema(*cols: tuple[str, pa.DataType]) -> pa.Schema:
@@ -212,18 +222,45 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("max_value", pa.float64()),
         ("min_step", pa.int64()),
         ("max_step", pa.int64()),
+        ("last", _LAST),
+    ),
+    "run_search": _schema(
+        ("project", _S),
+        ("experiment_id", _S),
+        ("run_id", _S),
         (
-            "last",
+            "run",
             pa.struct(
                 [
-                    ("step", pa.int64()),
-                    ("timestamp", _TS),
-                    ("log_offset", pa.uint64()),
-                    ("idx", pa.uint32()),
-                    ("value", pa.float64()),
+                    ("version", pa.uint64()),
+                    ("name", _S),
+                    ("status", _S),
+                    ("status_reason", _S),
+                    ("start_time", _TS),
+                    ("end_time", _TS),
+                    ("deleted", pa.uint8()),
+                    ("notes", _S),
+                    ("parent_run_id", _S),
+                    ("fork_step", pa.int64()),
+                    ("cloned_from_run_id", _S),
                 ]
             ),
         ),
+        ("params", _MAP),
+        (
+            "tags",
+            pa.map_(
+                _S,
+                pa.struct([("version", pa.uint64()), ("deleted", pa.uint8()), ("value", _S)]),
+            ),
+        ),
+        ("m_last", pa.map_(_S, _LAST)),
+        ("m_count", pa.map_(_S, pa.uint64())),
+        ("m_sum", pa.map_(_S, pa.float64())),
+        ("m_min", pa.map_(_S, pa.float64())),
+        ("m_max", pa.map_(_S, pa.float64())),
+        ("m_min_step", pa.map_(_S, pa.int64())),
+        ("m_max_step", pa.map_(_S, pa.int64())),
     ),
 }
 
@@ -243,6 +280,7 @@ ROW_TABLES: tuple[str, ...] = (
     "lineage",
     "alerts",
     "rejected_events",
+    "run_search",
     "events",
 )
 

@@ -33,6 +33,8 @@ __all__ = [
     "MetricPoint",
     "check_columns",
     "pack_points",
+    "parse_series_key",
+    "series_key",
     "unpack_points",
     "unpack_points_numpy",
 ]
@@ -43,6 +45,23 @@ MAX_KEYS = 65536
 """At most this many distinct keys per batch (uint16 key_idx)."""
 MAX_SPLITS = 256
 """At most this many distinct splits per batch (uint8 split_idx)."""
+
+
+def series_key(key: str, split: str) -> str:
+    """One string for a (metric key, split) pair: `<len(key)>:<key><split>`.
+
+    The map key of a series in the `run_search` read model (written by the processors, read
+    by the query API: this is their contract). Unambiguous whatever characters a key holds;
+    the length counts code points (ClickHouse: `lengthUTF8`)."""
+    return f"{len(key)}:{key}{split}"
+
+
+def parse_series_key(text: str) -> tuple[str, str]:
+    """The (key, split) of a `series_key`."""
+    n, _, rest = text.partition(":")
+    size = int(n)
+    return rest[:size], rest[size:]
+
 
 _EVENT = "MetricsLogged"
 _SWAP = sys.byteorder != "little"

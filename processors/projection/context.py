@@ -18,6 +18,7 @@ from processors.model import MAX_ABS_EPOCH_MS, Decoded, PartitionProgress, Poiso
 from processors.projection.metrics import PointBuffer
 from processors.state import ExperimentState, PartitionState, ProducerState, RunState
 from processors.tables import Rows
+from schemas.metrics import series_key
 
 #: payload fields too large or binary for the events table (packed metric columns)
 _PACKED = frozenset({"key_idx", "split_idx", "steps", "epochs", "timestamps", "values"})
@@ -46,6 +47,46 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+#: `run_search.run`: the runs columns search shows, led by the version (max wins)
+_RUN_FIELDS = (
+    "version",
+    "name",
+    "status",
+    "status_reason",
+    "start_time",
+    "end_time",
+    "deleted",
+    "notes",
+    "parent_run_id",
+    "fork_step",
+    "cloned_from_run_id",
+)
+#: the run of a `run_search` row that carries no run state (version 0 loses every max)
+_NO_RUN: dict[str, Any] = {
+    "version": 0,
+    "name": "",
+    "status": "",
+    "status_reason": "",
+    "start_time": 0,
+    "end_time": None,
+    "deleted": 0,
+    "notes": "",
+    "parent_run_id": None,
+    "fork_step": None,
+    "cloned_from_run_id": None,
+}
+#: `run_search` metric map -> the `metric_summary` field it holds
+_METRIC_MAPS = {
+    "m_last": "last",
+    "m_count": "count",
+    "m_sum": "sum_value",
+    "m_min": "min_value",
+    "m_max": "max_value",
+    "m_min_step": "min_step",
+    "m_max_step": "max_step",
+}
+
+
 def str_map(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in (value or {}).items()}
 
@@ -66,6 +107,8 @@ class BatchContext:
         self.runs_touched: dict[str, RunState] = {}
         self.experiments_touched: dict[str, ExperimentState] = {}
         self.producers_touched: dict[tuple[str, str], ProducerState] = {}
+        #: (project, experiment) of each params/tags row's run as of its event (run_search)
+        self.row_owners: dict[str, list[tuple[str, str]]] = {"params": [], "tags": []}
 
     # ---- helpers -------------------------------------------------------------------
     def base(self, ev: Decoded) -> dict[str, Any]:
@@ -109,6 +152,15 @@ class BatchContext:
             )
             self.state.runs[e.run_id] = st
         return st
+
+    def add_run_row(self, table: str, ev: Decoded, row: dict[str, Any]) -> None:
+        """A params or tags row; `run_search` files it under the run's project and experiment
+        as of this event (the event's own when the run is not known yet), as metric
+        summaries are: the same whatever the batch boundaries."""
+        self.rows.add(table, row)
+        st = self.state.runs.get(ev.env.run_id)
+        e = ev.env if st is None else st
+        self.row_owners[table].append((e.project, e.experiment_id))
 
     def touch_run(self, ev: Decoded, st: RunState) -> None:
         st.updated_at = ev.env.occurred_at
@@ -178,6 +230,8 @@ class BatchContext:
             )
         except (KeyError, ValueError, TypeError, AttributeError, ProjectionFailed) as exc:
             self.rows.rollback(mark)
+            for table, owners in self.row_owners.items():
+                del owners[mark.get(table, 0) :]
             err = (
                 exc
                 if isinstance(exc, ProjectionFailed)
@@ -198,8 +252,62 @@ class BatchContext:
         points, summary = self.points.build()
         for row in summary:
             self.rows.add("metric_summary", row)
+        for row in self._run_search(summary):
+            self.rows.add("run_search", row)
         self.progress.points = self.points.points
         return Projected(self.rows, points, self.progress)
+
+    def _run_search(self, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One partial `run_search` row per run the batch touched (migration 0002 says how
+        the engine merges them): its state, and the batch's params, tags and summaries, each
+        filed under the run's project and experiment as of its event (`add_run_row`)."""
+        out: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+        def row(project: str, experiment_id: str, run_id: str) -> dict[str, Any]:
+            k = (project, experiment_id, run_id)
+            r = out.get(k)
+            if r is None:
+                r = out[k] = {
+                    "project": project,
+                    "experiment_id": experiment_id,
+                    "run_id": run_id,
+                    "run": _NO_RUN,
+                    "params": {},
+                    "tags": {},
+                    **{m: {} for m in _METRIC_MAPS},
+                }
+            return r
+
+        for st in self.runs_touched.values():
+            row(st.project, st.experiment_id, st.run_id)["run"] = {
+                f: getattr(st, f) for f in _RUN_FIELDS
+            }
+        cols = self.rows.column
+        for (project, exp), run_id, key, value in zip(
+            self.row_owners["params"],
+            cols("params", "run_id"),
+            cols("params", "key"),
+            cols("params", "value"),
+        ):
+            row(project, exp, run_id)["params"][key] = value
+        for (project, exp), run_id, key, value, deleted, version in zip(
+            self.row_owners["tags"],
+            cols("tags", "run_id"),
+            cols("tags", "key"),
+            cols("tags", "value"),
+            cols("tags", "deleted"),
+            cols("tags", "version"),
+        ):
+            tags = row(project, exp, run_id)["tags"]
+            cur = tags.get(key)
+            if cur is None or cur["version"] <= version:
+                tags[key] = {"version": version, "deleted": deleted, "value": value}
+        for srow in summary:  # already filed under the run's experiment as of its event
+            r = row(srow["project"], srow["experiment_id"], srow["run_id"])
+            k = series_key(srow["key"], srow["split"])
+            for m, field in _METRIC_MAPS.items():
+                r[m][k] = srow[field]
+        return [out[k] for k in sorted(out)]
 
 
 # ---- handlers: parse first (may raise), then mutate --------------------------------------

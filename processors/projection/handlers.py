@@ -151,8 +151,8 @@ def _log_params(b: BatchContext, ev: Decoded, params: dict[str, str]) -> None:
         cur = known.get(key)
         if cur is None:
             known[key] = ParamState(value, ev.env.event_id)
-            b.rows.add(
-                "params", {**b.base(ev), "key": key, "value": value, "log_offset": ev.offset}
+            b.add_run_row(
+                "params", ev, {**b.base(ev), "key": key, "value": value, "log_offset": ev.offset}
             )
         elif cur.value != value:
             b.reject(
@@ -166,8 +166,9 @@ def _params_logged(b: BatchContext, ev: Decoded) -> None:
 
 def _set_tags(b: BatchContext, ev: Decoded, tags: dict[str, str]) -> None:
     for key in sorted(tags):
-        b.rows.add(
+        b.add_run_row(
             "tags",
+            ev,
             {**b.base(ev), "key": key, "value": tags[key], "deleted": 0, "version": ev.offset},
         )
 
@@ -178,8 +179,8 @@ def _tags_set(b: BatchContext, ev: Decoded) -> None:
 
 def _tags_removed(b: BatchContext, ev: Decoded) -> None:
     for key in sorted(str(k) for k in ev.record["keys"]):
-        b.rows.add(
-            "tags", {**b.base(ev), "key": key, "value": "", "deleted": 1, "version": ev.offset}
+        b.add_run_row(
+            "tags", ev, {**b.base(ev), "key": key, "value": "", "deleted": 1, "version": ev.offset}
         )
 
 

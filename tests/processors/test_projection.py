@@ -12,6 +12,7 @@ import pytest
 from processors.model import Decoded, Envelope, SourceEvent
 from processors.projection import project_batch
 from processors.state import PartitionState
+from schemas.metrics import series_key
 
 from .factory import Writer, decoded
 
@@ -216,3 +217,36 @@ def test_a_rank_naming_another_experiment_sums_into_its_runs_experiment(cut: int
         for row in _rows(out, "metric_summary"):
             counts[row["experiment_id"]] = counts.get(row["experiment_id"], 0) + row["count"]
     assert counts == {"exp-other": 5, "exp-1": 10}
+
+
+def test_run_search_rows_follow_the_run_as_of_each_event() -> None:
+    """One partial row per run and owner: params logged before RunCreated by a rank naming
+    another experiment stay under that experiment (as metric summaries do), everything
+    after the run is known goes under the run's experiment; the run state rides along."""
+    own, other = Writer(), Writer(experiment_id="e-rank")
+    steps = np.arange(4, dtype=np.int64)
+    evs = decoded(
+        [
+            ("ParamsLogged", other.record("ParamsLogged", "r1", params={"early": "1"})),
+            ("RunCreated", own.record("RunCreated", "r1", name="one", params={"lr": "0.1"})),
+            ("TagsSet", other.record("TagsSet", "r1", tags={"t": "a"})),
+            ("TagsRemoved", own.record("TagsRemoved", "r1", keys=["t"])),
+            ("MetricsLogged", other.metrics("r1", steps, ["loss"], seed=1)),
+        ]
+    )
+    out = project_batch(evs, PartitionState(0))
+    rows = {r["experiment_id"]: r for r in _rows(out, "run_search")}
+    assert sorted(rows) == ["e-rank", own.experiment_id]
+    early, run = rows["e-rank"], rows[own.experiment_id]
+    assert early["run"]["version"] == 0
+    assert dict(early["params"]) == {"early": "1"}
+    assert run["run"]["name"] == "one"
+    assert run["run"]["version"] > 0
+    assert dict(run["params"]) == {"lr": "0.1"}
+    (tag,) = dict(run["tags"]).values()
+    assert (tag["deleted"], tag["value"]) == (1, "")  # the later removal wins in the batch
+    (summary,) = _rows(out, "metric_summary")
+    key = series_key("loss", summary["split"])
+    assert dict(run["m_count"]) == {key: 4}
+    assert dict(run["m_last"])[key] == summary["last"]
+    assert dict(run["m_min"])[key] == summary["min_value"]

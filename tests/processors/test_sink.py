@@ -18,6 +18,7 @@ from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
 from processors.sink import ClickHouseSink, Resume
 from processors.tables import SCHEMAS
+from schemas.metrics import series_key
 
 from .conftest import new_db_name
 from .factory import Writer, source
@@ -28,7 +29,9 @@ pytestmark = pytest.mark.stack
 def test_migrate_is_idempotent_and_recorded(chdb_client: Any, ch_database: str) -> None:
     assert migrate(chdb_client, ch_database) == [m.name for m in migrations()]
     assert migrate(chdb_client, ch_database) == []
-    rows = chdb_client.query(f"SELECT version FROM {ch_database}.schema_migrations").result_rows
+    rows = chdb_client.query(
+        f"SELECT version FROM {ch_database}.schema_migrations ORDER BY version"
+    ).result_rows
     assert [r[0] for r in rows] == [m.version for m in migrations()]
 
 
@@ -206,6 +209,20 @@ def test_reference_content(chdb_client: Any, scratch_dbs: list[str]) -> None:
     assert q(
         f"SELECT experiment_id, name, deleted FROM {db}.experiments FINAL ORDER BY experiment_id"
     ).result_rows == [("e2", "exp2", 0), ("e3", "exp2", 0)]
+    # run_search: one merged row per run, under the run's experiment (the rank that named
+    # another experiment included), equal to the tables it summarises
+    rows = q(
+        "SELECT experiment_id, run_id, tupleElement(run, 'name'), tupleElement(run, 'status'),"
+        " params, mapApply((k, v) -> (k, tupleElement(v, 'value')), tags), m_count,"
+        f" mapKeys(m_last) FROM {db}.run_search FINAL ORDER BY run_id"
+    ).result_rows
+    assert rows == [
+        ("exp-1", "r1", "one", "FINISHED", {"lr": "0.1", "bs": "2"}, {"t": "1"},
+         {series_key("loss", "train"): 200, series_key("acc", "train"): 50},
+         [series_key("acc", "train"), series_key("loss", "train")]),
+        ("e2", "r2", "two-b", "RUNNING", {"x": "1"}, {}, {series_key("acc", "val"): 50},
+         [series_key("acc", "val")]),
+    ]  # fmt: skip
 
 
 def test_a_zombie_worker_cannot_write_over_the_new_owner(chdb_client: Any, read_db: str) -> None:
@@ -258,3 +275,26 @@ def test_a_batch_touching_thousands_of_runs_stays_under_the_query_size_limit(
     asyncio.run(proc.commit(batch))
     got = chdb_client.query(f"SELECT count() FROM {read_db}.runs FINAL").result_rows[0][0]
     assert got == len(runs)
+
+
+def test_run_search_backfill_equals_the_projection(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """A database migrated before run_search existed gets it filled by migration 0002 from
+    the tables it summarises, equal to what the projection writes; running the migration's
+    statements again (a crash before it was recorded) adds nothing."""
+    _reference(chdb_client, scratch_dbs)
+    src = scratch_dbs[-1]
+    db = new_db_name("backfill")
+    scratch_dbs.append(db)
+    first, second = migrations()[:2]
+    assert second.name == "0002_run_search.sql"
+    chdb_client.command(f"CREATE DATABASE {db}")
+    for stmt in first.statements(db):
+        chdb_client.command(stmt)
+    for table in ("runs", "params", "tags", "metric_summary"):
+        chdb_client.command(f"INSERT INTO {db}.{table} SELECT * FROM {src}.{table}")
+    for _ in range(2):
+        for stmt in second.statements(db):
+            chdb_client.command(stmt)
+        assert digest(chdb_client, db)["run_search"] == digest(chdb_client, src)["run_search"]

@@ -20,7 +20,7 @@ from schemas import (
     pack_points,
     unpack_points,
 )
-from schemas.metrics import check_columns
+from schemas.metrics import check_columns, parse_series_key, series_key
 
 from .conftest import make_envelope
 
@@ -114,3 +114,9 @@ def test_points_identity_and_event_input() -> None:
         MetricPoint(1, "loss", "train", 3, NO_EPOCH, 0, 0.2),
     ]
     assert unpack_points(event) == unpack_points(event.to_record())
+
+
+@given(st.text(), st.text(), st.text(), st.text())
+def test_series_keys_round_trip_and_never_collide(k1: str, s1: str, k2: str, s2: str) -> None:
+    assert parse_series_key(series_key(k1, s1)) == (k1, s1)
+    assert (series_key(k1, s1) == series_key(k2, s2)) == ((k1, s1) == (k2, s2))
