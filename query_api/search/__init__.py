@@ -1,7 +1,8 @@
 """The run search language: filters and order-by clauses, parsed and compiled to bound SQL.
 
 Pure: no I/O. `parse_filter` / `parse_order_by` raise only `FilterSyntaxError`;
-`Compiler` turns the trees into ClickHouse SQL whose user values are all bound parameters.
+`RowCompiler` (run search) and `Compiler` (leaderboard, analytics) turn the trees into
+ClickHouse SQL whose user values are all bound parameters.
 """
 
 from query_api.search.ast import And, Comparison, Expr, Key, Or, OrderKey, render, render_order_by
@@ -9,7 +10,7 @@ from query_api.search.compile import (
     Binder,
     CompiledOrder,
     Compiler,
-    MetricScope,
+    RowCompiler,
     metric_key_split,
 )
 from query_api.search.parser import parse_filter, parse_order_by
@@ -20,11 +21,11 @@ __all__ = [
     "Comparison",
     "CompiledOrder",
     "Compiler",
-    "MetricScope",
     "Expr",
     "Key",
     "Or",
     "OrderKey",
+    "RowCompiler",
     "metric_key_split",
     "parse_filter",
     "parse_order_by",

@@ -1,20 +1,17 @@
 """Compile a parsed filter / order-by into ClickHouse SQL over the run read models.
 
-The compiled WHERE expression refers to the runs row as `<alias>.` (default `r`); metric,
-param and tag tests become `run_id IN (subquery)` over `metric_summary`, `params` and `tags`,
-so a search never scans metric points. A `joined` compiler (run search) instead LEFT JOINs
-one subquery per distinct key and tests its value column, so a key that is both filtered
-and ordered on is read once; a run without the key has NULL there, which no comparison
-accepts (the grammar has no NOT), exactly as `run_id IN (…)` would not.
-
-`metric_summary` is read with `FINAL` (the engine's merge by the sorting key: `sum`/`min`/
-`max` of the partial aggregates) filtered on the sorting-key columns `key` and `split`
-in PREWHERE: faster than a `GROUP BY run_id` with a tuple `max` (~4x over 100k runs). A run's
-metric rows carry its project and experiment (the projection files them under the run's,
-processors/README.md), so a search scoped to experiments (`scope`) reads only their part of
-the table, and a joined metric value is matched on (run_id, experiment_id): one row per run
-even if a rank logged under another experiment before the run was created (those points
-are in the run's history, not in its experiment's search).
+Two targets:
+- `RowCompiler` (run search) compiles against `run_search`, one row per run (migration
+  0002): a metric is the `last` value in the row's `m_last` map (map key:
+  `schemas.metrics.series_key`), a param an entry of `params`, a tag an entry of `tags`
+  whose latest change did not delete it, an attribute a column or an element of the `run`
+  tuple. A run without the key has NULL there, which no comparison accepts (the grammar has
+  no NOT). Filter and order read one table: no join, no subquery.
+- `Compiler` (leaderboard, analytics) writes a WHERE over the `runs` row (`<alias>.`,
+  default `r`) whose metric, param and tag tests are `run_id IN (subquery)` over
+  `metric_summary`, `params` and `tags` (same semantics), so those queries never scan
+  metric points either. `metric_summary` is read with `FINAL` filtered on its sorting-key
+  columns `key` and `split` in PREWHERE.
 
 Metric keys address a split as `key@split` (`@` is not a key character); a bare key means
 the default split "".
@@ -30,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from query_api.search.ast import And, Comparison, Expr, Key, Or, OrderKey
+from schemas.metrics import series_key
 
 # Run attribute -> column of the `runs` table.
 ATTRIBUTE_COLUMNS: dict[str, str] = {
@@ -58,18 +56,9 @@ class Binder:
 
 
 @dataclass(frozen=True)
-class MetricScope:
-    """Where the searched runs are: metric lookups read only these rows of the table."""
-
-    project: str | None
-    experiment_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class CompiledOrder:
-    """LEFT JOINs that expose each order value, and the ORDER BY terms using them."""
+    """The ORDER BY terms of an order-by list."""
 
-    joins: tuple[str, ...]
     terms: tuple[str, ...]
 
 
@@ -80,39 +69,12 @@ def metric_key_split(name: str) -> tuple[str, str]:
 
 
 class Compiler:
-    """Compiles trees against the read models of one database."""
+    """Compiles filters against the read models of one database (`run_id IN` subqueries)."""
 
-    def __init__(
-        self,
-        database: str,
-        binder: Binder,
-        run_alias: str = "r",
-        *,
-        joined: bool = False,
-        scope: MetricScope | None = None,
-    ) -> None:
+    def __init__(self, database: str, binder: Binder, run_alias: str = "r") -> None:
         self.db = database
         self.binder = binder
         self.r = run_alias
-        self.joined = joined
-        self.scope = scope
-        self._aliases: dict[tuple[str, str], str] = {}
-        self._joins: list[str] = []
-
-    @property
-    def joins(self) -> tuple[str, ...]:
-        """The LEFT JOINs the compiled WHERE and ORDER BY refer to (in first-use order)."""
-        return tuple(self._joins)
-
-    def _joined_value(self, key: Key) -> str:
-        """`jN.v`: the value of `key` for the runs row (NULL without it), joined once."""
-        ident = (key.entity, key.name)
-        alias = self._aliases.get(ident)
-        if alias is None:
-            alias = f"j{len(self._aliases)}"
-            self._joins.append(self._join(key, alias))
-            self._aliases[ident] = alias
-        return f"{alias}.v"
 
     # -- filter ----------------------------------------------------------------------
     def where(self, expr: Expr | None) -> str:
@@ -128,8 +90,6 @@ class Compiler:
     def _comparison(self, c: Comparison) -> str:
         if c.key.entity == "attribute":
             return self._attribute(c)
-        if self.joined:
-            return self._joined_comparison(c)
         source, value_sql = self._entity_source(c.key)
         run_ids = f"SELECT run_id FROM {source}"
         if c.op == "IS NULL":
@@ -142,32 +102,6 @@ class Compiler:
         test = self._string_test(value_sql, c)
         return f"{self.r}.run_id IN ({run_ids} WHERE {test})"
 
-    def _joined_comparison(self, c: Comparison) -> str:
-        value = self._joined_value(c.key)
-        if c.op == "IS NULL":
-            return f"isNull({value})"
-        if c.op == "IS NOT NULL":
-            return f"isNotNull({value})"
-        if c.key.entity == "metric":
-            return f"{value} {_SQL_OPS[c.op]} {self.binder.bind(c.value, 'Float64')}"
-        return self._string_test(value, c)
-
-    def _join(self, key: Key, alias: str) -> str:
-        """LEFT JOIN exposing `alias.v`, the value of `key` for the runs row (NULL without)."""
-        source, value_sql = self._entity_source(key)
-        on = f"{alias}.run_id = {self.r}.run_id"
-        cols = "run_id"
-        one_experiment = self.scope is not None and len(self.scope.experiment_ids) == 1
-        if key.entity == "metric" and not one_experiment:
-            # one experiment read: already one row per run (experiment ids are unique
-            # across projects); else match the run's own experiment (~35% dearer at 100k)
-            on += f" AND {alias}.experiment_id = {self.r}.experiment_id"
-            cols = "run_id, experiment_id"
-        return (
-            f"LEFT JOIN (SELECT {cols}, toNullable({value_sql}) AS v FROM {source}) "
-            f"AS {alias} ON {on}"
-        )
-
     def _entity_source(self, key: Key) -> tuple[str, str]:
         """A subquery with one row per run holding the key, and the expression of its value."""
         if key.entity == "metric":
@@ -176,11 +110,6 @@ class Compiler:
                 f"key = {self.binder.bind(name, 'String')}",
                 f"split = {self.binder.bind(split, 'String')}",
             ]
-            if self.scope is not None and self.scope.experiment_ids:
-                exps = self.binder.bind(list(self.scope.experiment_ids), "Array(String)")
-                conds.append(f"experiment_id IN {exps}")
-            if self.scope is not None and self.scope.project is not None:
-                conds.append(f"project = {self.binder.bind(self.scope.project, 'String')}")
             return (
                 "(SELECT run_id, experiment_id, tupleElement(last, 'value') AS v "
                 f"FROM {self.db}.metric_summary FINAL PREWHERE {' AND '.join(conds)})",
@@ -206,8 +135,11 @@ class Compiler:
             return f"{column} LIKE {self.binder.bind(c.value, 'String')}"
         return f"{column} {_SQL_OPS[c.op]} {self.binder.bind(c.value, 'String')}"
 
+    def _attribute_column(self, name: str) -> str:
+        return f"{self.r}.{ATTRIBUTE_COLUMNS[name]}"
+
     def _attribute(self, c: Comparison) -> str:
-        column = f"{self.r}.{ATTRIBUTE_COLUMNS[c.key.name]}"
+        column = self._attribute_column(c.key.name)
         if c.op == "IS NULL":
             return f"isNull({column})"
         if c.op == "IS NOT NULL":
@@ -217,26 +149,69 @@ class Compiler:
             return f"{column} {_SQL_OPS[c.op]} fromUnixTimestamp64Milli({bound}, 'UTC')"
         return self._string_test(column, c)
 
+
+class RowCompiler(Compiler):
+    """Compiles filters and order-by lists against `run_search` rows (alias `s`)."""
+
+    _RUN_TUPLE = frozenset({"run_name", "status", "start_time", "end_time"})
+
+    def __init__(self, database: str, binder: Binder, run_alias: str = "s") -> None:
+        super().__init__(database, binder, run_alias)
+        self._values: dict[tuple[str, str], str] = {}
+
+    def _attribute_column(self, name: str) -> str:
+        column = ATTRIBUTE_COLUMNS[name]
+        if name in self._RUN_TUPLE:
+            return f"tupleElement({self.r}.run, '{column}')"
+        return f"{self.r}.{column}"
+
+    def _comparison(self, c: Comparison) -> str:
+        if c.key.entity == "attribute":
+            return self._attribute(c)
+        value = self.value(c.key)
+        if c.op == "IS NULL":
+            return f"isNull({value})"
+        if c.op == "IS NOT NULL":
+            return f"isNotNull({value})"
+        if c.key.entity == "metric":
+            return f"{value} {_SQL_OPS[c.op]} {self.binder.bind(c.value, 'Float64')}"
+        return self._string_test(value, c)
+
+    def value(self, key: Key) -> str:
+        """The value of a metric, param or tag key in the row (NULL without it); a key both
+        filtered and ordered on binds its name once."""
+        ident = (key.entity, key.name)
+        expr = self._values.get(ident)
+        if expr is None:
+            expr = self._values[ident] = self._row_value(key)
+        return expr
+
+    def _row_value(self, key: Key) -> str:
+        r = self.r
+        if key.entity == "metric":
+            k = self.binder.bind(series_key(*metric_key_split(key.name)), "String")
+            return f"if(mapContains({r}.m_last, {k}), tupleElement({r}.m_last[{k}], 'value'), NULL)"
+        k = self.binder.bind(key.name, "String")
+        if key.entity == "param":
+            return f"if(mapContains({r}.params, {k}), {r}.params[{k}], NULL)"
+        return (
+            f"if(mapContains({r}.tags, {k}) AND tupleElement({r}.tags[{k}], 'deleted') = 0, "
+            f"tupleElement({r}.tags[{k}], 'value'), NULL)"
+        )
+
     # -- order by --------------------------------------------------------------------
     def order(self, keys: tuple[OrderKey, ...]) -> CompiledOrder:
-        """ORDER BY terms (runs without the key last) ending with the run id as tiebreaker.
-
-        A `joined` compiler returns no joins here: they are in `joins` (shared with the
-        filter)."""
-        joins: list[str] = []
+        """ORDER BY terms (runs without the key last) ending with the run id as tiebreaker;
+        no keys: newest first."""
         terms: list[str] = []
-        for i, ok in enumerate(keys):
+        for ok in keys:
             direction = "DESC" if ok.descending else "ASC"
             if ok.key.entity == "attribute":
-                expr = f"{self.r}.{ATTRIBUTE_COLUMNS[ok.key.name]}"
-            elif self.joined:
-                expr = self._joined_value(ok.key)
+                expr = self._attribute_column(ok.key.name)
             else:
-                alias = f"o{i}"
-                joins.append(self._join(ok.key, alias))
-                expr = f"{alias}.v"
+                expr = self.value(ok.key)
             terms.append(f"{expr} {direction} NULLS LAST")
         if not keys:
-            terms.append(f"{self.r}.start_time DESC")
-        terms.append(f"{self.r}.run_id ASC")
-        return CompiledOrder(tuple(joins), tuple(terms))
+            terms.append(f"{self._attribute_column('start_time')} DESC")
+        terms.append(f"{self._attribute_column('run_id')} ASC")
+        return CompiledOrder(tuple(terms))

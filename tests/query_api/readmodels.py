@@ -1,5 +1,6 @@
 """Test helper: create the read-model tables from the processors' SQL migrations (read from
 disk — the query API must not import `processors`) and insert rows straight into them.
+Each write also adds its partial row to `run_search`, as a projection batch does.
 
 The migration files use `{db}` for the database; statements are split the way the
 processors' runner splits them: `--` comment lines dropped, then split on `;`.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Any
+
+from schemas.metrics import series_key
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "processors" / "migrations"
 UTC = dt.timezone.utc
@@ -54,6 +57,13 @@ class ReadModels:
     def _insert(self, table: str, row: dict[str, Any]) -> None:
         self.client.insert(f"{self.db}.{table}", [list(row.values())], column_names=list(row))
 
+    def _search_row(self, run_id: str, experiment_id: str, project: str, **cols: Any) -> None:
+        """A partial `run_search` row (the other columns: empty maps, no run state)."""
+        self._insert(
+            "run_search",
+            {"project": project, "experiment_id": experiment_id, "run_id": run_id, **cols},
+        )
+
     def experiment(self, experiment_id: str, name: str, *, created: int = T0, **kw: Any) -> None:
         self._insert(
             "experiments",
@@ -73,27 +83,33 @@ class ReadModels:
 
     def run(self, run_id: str, experiment_id: str = "1", *, start: int = T0, **kw: Any) -> None:
         end = kw.get("end")
-        self._insert(
-            "runs",
-            {
-                "project": kw.get("project", self.project),
-                "experiment_id": experiment_id,
-                "run_id": run_id,
-                "name": kw.get("name", run_id),
-                "notes": kw.get("notes", ""),
-                "status": kw.get("status", "RUNNING"),
-                "status_reason": "",
-                "start_time": ts(start),
-                "end_time": None if end is None else ts(end),
-                "deleted": kw.get("deleted", 0),
-                "parent_run_id": kw.get("parent"),
-                "fork_step": kw.get("fork_step"),
-                "cloned_from_run_id": None,
-                "created_at": ts(start),
-                "updated_at": ts(start),
-                "event_id": f"r-{run_id}-{self._version}",
-                "version": self._next_version(),
-            },
+        row = {
+            "project": kw.get("project", self.project),
+            "experiment_id": experiment_id,
+            "run_id": run_id,
+            "name": kw.get("name", run_id),
+            "notes": kw.get("notes", ""),
+            "status": kw.get("status", "RUNNING"),
+            "status_reason": "",
+            "start_time": ts(start),
+            "end_time": None if end is None else ts(end),
+            "deleted": kw.get("deleted", 0),
+            "parent_run_id": kw.get("parent"),
+            "fork_step": kw.get("fork_step"),
+            "cloned_from_run_id": None,
+            "created_at": ts(start),
+            "updated_at": ts(start),
+            "event_id": f"r-{run_id}-{self._version}",
+            "version": self._next_version(),
+        }
+        self._insert("runs", row)
+        fields = ("name", "status", "status_reason", "start_time", "end_time", "deleted", "notes")
+        more = ("parent_run_id", "fork_step", "cloned_from_run_id")
+        self._search_row(
+            run_id,
+            experiment_id,
+            row["project"],
+            run=(row["version"], *(row[f] for f in fields), *(row[f] for f in more)),
         )
 
     def params(self, run_id: str, values: dict[str, str], experiment_id: str = "1") -> None:
@@ -111,11 +127,14 @@ class ReadModels:
                     "log_offset": self._next_version(),
                 },
             )
+        self._search_row(run_id, experiment_id, self.project, params=dict(values))
 
     def tags(
         self, run_id: str, values: dict[str, str], experiment_id: str = "1", deleted: int = 0
     ) -> None:
+        live: dict[str, tuple[int, int, str]] = {}
         for k, v in values.items():
+            version = self._next_version()
             self._insert(
                 "tags",
                 {
@@ -127,9 +146,11 @@ class ReadModels:
                     "deleted": deleted,
                     "occurred_at": ts(T0),
                     "event_id": f"t-{run_id}-{k}",
-                    "version": self._next_version(),
+                    "version": version,
                 },
             )
+            live[k] = (version, deleted, v)
+        self._search_row(run_id, experiment_id, self.project, tags=live)
 
     def attributes(self, run_id: str, values: dict[str, str], experiment_id: str = "1") -> None:
         for k, v in values.items():
@@ -215,6 +236,15 @@ class ReadModels:
         )
         if summary and n:
             last = max(range(n), key=lambda i: (steps[i], i))
+            stats = {
+                "count": n,
+                "sum_value": sum(values),
+                "min_value": min(values),
+                "max_value": max(values),
+                "min_step": min(steps),
+                "max_step": max(steps),
+                "last": (steps[last], ts(t0 + 1000 * steps[last]), 0, last, values[last]),
+            }
             self._insert(
                 "metric_summary",
                 {
@@ -223,12 +253,16 @@ class ReadModels:
                     "key": key,
                     "split": split,
                     "run_id": run_id,
-                    "count": n,
-                    "sum_value": sum(values),
-                    "min_value": min(values),
-                    "max_value": max(values),
-                    "min_step": min(steps),
-                    "max_step": max(steps),
-                    "last": (steps[last], ts(t0 + 1000 * steps[last]), 0, last, values[last]),
+                    **stats,
                 },
+            )
+            sk = series_key(key, split)
+            maps = {"m_last": "last", "m_count": "count", "m_sum": "sum_value"}
+            maps |= {"m_min": "min_value", "m_max": "max_value"}
+            maps |= {"m_min_step": "min_step", "m_max_step": "max_step"}
+            self._search_row(
+                run_id,
+                experiment_id,
+                self.project,
+                **{m: {sk: stats[f]} for m, f in maps.items()},
             )

@@ -184,7 +184,7 @@ def test_public_api_is_pinned() -> None:
     import query_api.search as search
 
     assert sorted(search.__all__) == [
-        "And", "Binder", "Comparison", "CompiledOrder", "Compiler", "Expr", "Key", "MetricScope",
-        "Or", "OrderKey", "metric_key_split", "parse_filter", "parse_order_by", "render",
+        "And", "Binder", "Comparison", "CompiledOrder", "Compiler", "Expr", "Key", "Or",
+        "OrderKey", "RowCompiler", "metric_key_split", "parse_filter", "parse_order_by", "render",
         "render_order_by",
     ]  # fmt: skip

@@ -18,6 +18,7 @@ from query_api.search import (
     Key,
     Or,
     OrderKey,
+    RowCompiler,
     parse_filter,
     parse_order_by,
     render,
@@ -25,6 +26,7 @@ from query_api.search import (
 )
 from query_api.search.ast import Entity
 from query_api.search.keys import ATTRIBUTES
+from schemas.metrics import parse_series_key
 
 NASTY = "'\"`;\\-/*()%_ \n\tx@.,=<>é"
 names = st.text(alphabet=st.sampled_from(NASTY) | st.characters(), min_size=1, max_size=12)
@@ -150,8 +152,15 @@ def test_garbage_only_ever_raises_filter_syntax_error(text: str) -> None:
 
 
 _PLACEHOLDER = re.compile(r"\{p\d+:(String|Float64|Int64|Array\(String\))\}")
-# The only quoted literals the compiler writes itself.
-_FIXED_LITERALS = re.compile(r"'(value|UTC)'")
+# The only quoted literals the compilers write themselves.
+_FIXED_LITERALS = re.compile(r"'(value|UTC|deleted|name|status|start_time|end_time)'")
+
+
+def _series_name(text: str) -> str | None:
+    try:
+        return parse_series_key(text)[0]
+    except ValueError:
+        return None
 
 
 def _user_values(expr: Expr) -> list[Any]:
@@ -161,18 +170,23 @@ def _user_values(expr: Expr) -> list[Any]:
 
 
 @FAST
-@given(exprs, st.lists(order_keys, max_size=3))
-def test_user_values_only_ever_appear_as_bound_parameters(expr: Expr, keys: list[OrderKey]) -> None:
+@given(exprs, st.lists(order_keys, max_size=3), st.booleans())
+def test_user_values_only_ever_appear_as_bound_parameters(
+    expr: Expr, keys: list[OrderKey], rows: bool
+) -> None:
     binder = Binder()
-    compiler = Compiler("db", binder)
-    sql = compiler.where(parse_filter(render(expr)))
-    order = compiler.order(tuple(keys))
-    full = " ".join([sql, *order.joins, *order.terms])
+    sql = (RowCompiler if rows else Compiler)("db", binder).where(parse_filter(render(expr)))
+    full = sql
+    if rows:
+        order = RowCompiler("db", binder).order(tuple(keys))
+        full = " ".join([sql, *order.terms])
     skeleton = _FIXED_LITERALS.sub("", _PLACEHOLDER.sub("?", full))
     for forbidden in ("'", '"', "`", ";", "--", "/*", "\\", "\n"):
         assert forbidden not in skeleton
     assert len(_PLACEHOLDER.findall(full)) == len(binder.params)
     bound = list(binder.params.values())
+    if rows:  # a metric's name is bound as its series key
+        bound += [_series_name(v) for v in bound if isinstance(v, str)]
     for value in _user_values(expr):
         if isinstance(value, tuple):
             assert list(value) in bound
