@@ -80,10 +80,17 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who calls: `project` None means every project (open mode without a project)."""
+    """Who calls: `project` None means every project (open mode without a project, or an
+    operator token). `operator`: may use the admin routes (replay rebuilds every project's
+    read models): an operator token, or anyone in open mode."""
 
     project: str | None
     token_id: str | None = None
+    operator: bool = False
+
+
+#: The project an operator token is stored with (not a valid project name for events).
+OPERATOR = "*"
 
 
 def digest(token: str) -> str:
@@ -180,7 +187,8 @@ class Authenticator:
         if token is None or (not required and not token.startswith("rst_")):
             if required:
                 raise Unauthenticated("this API requires a token: Authorization: Bearer <token>")
-            return Principal(self.default_project)  # open mode: other credentials ignored
+            # open mode: other credentials ignored; nobody holds an operator token either
+            return Principal(self.default_project, operator=True)
         found = self._lookup(token)
         if found is None:
             raise Unauthenticated("unknown or revoked token")
@@ -198,7 +206,13 @@ class Authenticator:
             "WHERE token_sha256 = {sha:String} AND revoked = 0 LIMIT 1",
             {"sha": sha},
         )
-        found = Principal(str(rows[0][1]), str(rows[0][0])) if rows else None
+        found = None
+        if rows:
+            project, token_id = str(rows[0][1]), str(rows[0][0])
+            if project == OPERATOR:
+                found = Principal(None, token_id, operator=True)
+            else:
+                found = Principal(project, token_id)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

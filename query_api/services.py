@@ -16,6 +16,7 @@ from fastapi import Request
 from query_api.artifacts import BlobStore
 from query_api.auth import Authenticator, Principal
 from query_api.consistency import Projections, WriteMarks
+from query_api.errors import PermissionDenied
 from query_api.eventlog import EventLog, NoEventLog, Stamp
 from query_api.repository import (
     ClientFactory,
@@ -127,4 +128,15 @@ def services(request: Request) -> Services:
     )
     if token:
         svc.wait_for([], token)
+    return svc
+
+
+def operator(request: Request) -> Services:
+    """FastAPI dependency of the admin routes: `services`, and the caller must be an operator
+    (an operator token; anyone in open mode); 403 otherwise."""
+    svc = services(request)
+    if not svc.principal.operator:
+        raise PermissionDenied(
+            "this route needs an operator token (runstream token issue --operator)"
+        )
     return svc

@@ -300,16 +300,25 @@ def _token_client(home: Optional[Path]) -> Any:
 
 @token_app.command("issue")
 def token_issue(
-    project: str = typer.Argument(..., help="The project the token may read and write."),
+    project: Optional[str] = typer.Argument(None, help="The project the token may read and write."),
+    operator: bool = typer.Option(
+        False, "--operator", help="An operator token: every project, and the admin routes."
+    ),
     name: str = typer.Option("", help="A label for humans."),
     database: str = typer.Option("runstream"),
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Issue a token (printed once; only its sha256 is stored)."""
-    from query_api.auth import issue_token
+    from query_api.auth import OPERATOR, issue_token
 
-    issued = issue_token(_token_client(home), database, project, name)
-    console.print(f"token {issued.info.token_id} for project {project!r} (shown once):")
+    if operator == bool(project) or project == OPERATOR:
+        console.print(
+            f"[red]give a PROJECT or --operator (not both; {OPERATOR!r} is reserved)[/red]"
+        )
+        raise typer.Exit(2)
+    issued = issue_token(_token_client(home), database, project or OPERATOR, name)
+    what = "an operator" if operator else f"project {project!r}"
+    console.print(f"token {issued.info.token_id} for {what} (shown once):")
     typer.echo(issued.token)
 
 

@@ -75,13 +75,15 @@ def run_replay(
 def admin_router(
     client: Any, settings: ServerSettings, database: str, archive_factory: Callable[[], Any]
 ) -> Any:
-    """`/admin/replay` routes for the serve app (the process that owns chDB). They need what
-    every other route needs: once tokens are required, a valid token (401 otherwise)."""
+    """`/admin/replay` routes for the serve app (the process that owns chDB). A replay
+    rebuilds every project's read models: once tokens are required, only an operator token
+    (`runstream token issue --operator`) may use them (401 without a valid token, 403 with
+    a project's token)."""
     from fastapi import APIRouter, Depends, HTTPException
 
-    from query_api.services import services  # authenticates the request (401)
+    from query_api.services import operator  # authenticates (401), then operator only (403)
 
-    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(services)])
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(operator)])
     current: dict[str, ReplayJob] = {}
 
     @router.post("/replay", status_code=202, summary="Start (or resume) a replay")

@@ -55,3 +55,12 @@ def test_bench_passes_its_arguments_to_the_benchmark_suite() -> None:
     )
     assert done.returncode == 2
     assert "unknown scenario(s) ['9']" in done.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["*"], ["team-a", "--operator"]])
+def test_token_issue_wants_a_project_or_operator(tmp_path: Path, args: list[str]) -> None:
+    """Exactly one of PROJECT and --operator; '*' (what an operator token is stored with) is
+    not a project. Refused before any database is opened."""
+    res = runner.invoke(app, ["token", "issue", *args, "--home", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert "--operator" in res.output

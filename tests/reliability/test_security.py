@@ -24,6 +24,7 @@ from producers.transport import HTTP_CONTENT_TYPE
 from query_api import ui
 from query_api.app import create_app
 from query_api.artifacts import S3Settings
+from query_api.auth import OPERATOR, issue_token
 from query_api.settings import Settings
 from runstream.replay import admin_router
 from runstream.serve import minio_client as serve_minio_client
@@ -240,8 +241,11 @@ def _ingest(api: TestClient, p: Projects, pre: str, s: dict[str, Any]) -> None:
 
 
 def _admin(api: TestClient, p: Projects, pre: str, s: dict[str, Any]) -> None:
+    """A replay rebuilds every project's read models: no token 401, a project's token 403."""
     for method in ("GET", "DELETE", "POST"):
         assert_error(api.request(method, "/admin/replay", params={"source": "x"}), 401)
+        r = api.request(method, "/admin/replay", params={"source": "x"}, headers=p.ha)
+        assert_error(r, 403)
 
 
 SHA = "0" * 64
@@ -368,7 +372,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("PUT", f"{ARTIFACTS}/{{path:path}}"): _artifact_put,
     ("GET", f"{ARTIFACTS}/{{path:path}}"): _artifact_get,
     ("GET", ARTIFACTS): _artifact_list,
-    # the serve process's admin routes: a token is needed like everywhere else
+    # the serve process's admin routes: an operator token only
     ("GET", "/admin/replay"): _admin,
     ("POST", "/admin/replay"): _admin,
     ("DELETE", "/admin/replay"): _admin,
@@ -434,6 +438,21 @@ def test_every_route_is_project_isolated(
         assert api.get("/api/v1/runs/rb", headers=projects.hb).status_code == 200
         got = api.get(f"{MLFLOW}/logged-models/{state['model_b']}", headers=projects.hb)
         assert got.status_code == 200
+
+
+def test_an_operator_token_runs_the_admin_routes(
+    chdb_client: Any, projects: Projects, connection: Any
+) -> None:
+    """`runstream token issue --operator`: the admin routes (a project's token gets 403 in
+    the case above), and every project's runs."""
+    app = serve_app(chdb_client, projects, connection, MemoryLog())
+    operator = projects.auth(issue_token(chdb_client, projects.db, OPERATOR).token)
+    with TestClient(app, raise_server_exceptions=False) as api:
+        r = api.get("/admin/replay", headers=operator)
+        assert r.status_code == 404, r.text  # past auth: no replay has run in this process
+        assert "no replay" in r.text
+        assert api.get("/api/v1/runs/rb", headers=operator).status_code == 200
+        assert api.get("/api/v1/runs/ra", headers=operator).status_code == 200
 
 
 # ---- secrets -----------------------------------------------------------------------------
