@@ -256,11 +256,27 @@ class Run(MetaMixin, EvalMixin, MediaMixin):
         timestamp: Any = None,
         split: str | None = None,
     ) -> None:
-        """Log several points sharing step/epoch/timestamp/split (see `log_metric`)."""
+        """Log several points sharing step/epoch/timestamp/split (see `log_metric`).
+
+        All or nothing: every key and value is checked before the first point is logged, so
+        a bad one raises (naming it) and logs none of the call's points."""
         v.check_mapping(metrics, "metrics")
         # one shared timestamp, as seconds (float seconds hold milliseconds exactly)
         seconds = (now_ms() if timestamp is None else v.to_timestamp_ms(timestamp)) / 1000
+        if step is not None and type(step) is not int:
+            step = v.check_int64(step, "step")
+        if epoch is not None:
+            v.check_int64(epoch, "epoch", minimum=0)
+        if split is not None:
+            v.check_key(split, "split")
+        checked: list[tuple[str, float]] = []
         for key, value in metrics.items():
+            if (key if split is None else (key, split)) not in self._slots:
+                v.check_key(key, f"metrics key {v.show(key)}")
+            if type(value) is not float:
+                value = v.to_metric_value(value, f"metrics[{v.show(key)}]")
+            checked.append((key, value))
+        for key, value in checked:
             self.log_metric(key, value, step, epoch, seconds, split)
 
     def _check_alerts(self, key: str, split: str | None, value: float, step: int) -> None:

@@ -89,6 +89,20 @@ def test_bad_input_raises_at_call_site_and_records_nothing(start: Any) -> None:
     assert len(pts) == 1
 
 
+def test_log_metrics_is_all_or_nothing(start: Any) -> None:
+    """A bad key or value anywhere in the mapping raises, naming it, and logs none of it."""
+    run = start()
+    with pytest.raises(InvalidKey, match=r"^metrics key 'bad key!': "):
+        run.log_metrics({"loss": 0.5, "bad key!": 1.0})
+    with pytest.raises(InvalidType, match=r"^metrics\['acc'\]: "):
+        run.log_metrics({"loss": 0.5, "acc": "0.9"})
+    with pytest.raises(InvalidType, match="^step: "):
+        run.log_metrics({"loss": 0.5}, step=1.5)
+    run.log_metrics({"loss": 0.25, "acc": 0.75})
+    got = sorted((k, s, val) for (k, _sp, s, val) in points(spooled(run)).values())
+    assert got == [("acc", 0, 0.75), ("loss", 0, 0.25)]
+
+
 def test_param_conflict_detected_locally(start: Any) -> None:
     run = start(params={"lr": 0.1})
     run.log_param("lr", 0.1)  # same value: nothing new

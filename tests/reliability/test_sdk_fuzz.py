@@ -287,13 +287,18 @@ def _apply(run: producers.Run, model: Model, op: tuple[Any, ...]) -> None:
         assert ok == (raised is None), (op, raised)
     elif kind == "metrics":
         _, metrics, step, epoch, ts, split = op
-        ok = timestamp_ok(ts)
-        if ok:
-            for k, value in metrics.items():  # one log_metric per key, in order
-                if not model.point(k, value, step, epoch, 0.0, split):
-                    ok = False
-                    break
+        # all or nothing: every key and value (and the shared arguments) checked first
+        ok = (
+            timestamp_ok(ts)
+            and (split is None or key_ok(split))
+            and (epoch is None or int64_ok(epoch, 0))
+            and (step is None or int64_ok(step))
+            and all(key_ok(k) and metric_value(x) is not None for k, x in metrics.items())
+        )
         assert ok == (raised is None), (op, raised)
+        if ok:
+            for k, value in metrics.items():  # one point per key, in order
+                assert model.point(k, value, step, epoch, 0.0, split)
     elif kind == "params":
         new: dict[str, str] = {}
         ok = True
