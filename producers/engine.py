@@ -133,6 +133,8 @@ class Engine:
         self._last_failure = ""
         self._pid = os.getpid()
         self.closed = False
+        self._close_lock = threading.Lock()  # concurrent close() calls: one closes
+        self._delivered_at_close = True
         self._meta = meta or {}
         self._writer = SpoolWriter(
             self.spool_dir,
@@ -295,9 +297,17 @@ class Engine:
         return True
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Flush (bounded), stop the threads; delete the spool when everything was sent."""
-        if self.closed:
-            return True
+        """Flush (bounded), stop the threads; delete the spool when everything was sent.
+
+        Safe from several threads at once: one closes, the others wait for it and return
+        its result."""
+        with self._close_lock:
+            if self.closed:
+                return self._delivered_at_close
+            self._delivered_at_close = self._close(timeout)
+            return self._delivered_at_close
+
+    def _close(self, timeout: float | None) -> bool:
         delivered = self.flush(timeout)
         self._stop.set()
         self._sealer.join(timeout=5)

@@ -352,3 +352,53 @@ def test_non_owner_can_end_the_run_explicitly(start: Any) -> None:
     run.end("FAILED", reason="rank 3 saw NaNs", run_status=True)
     changed = [e for e in spooled(run) if names([e]) == ["RunStatusChanged"]]
     assert [(e.status.value, e.reason) for e in changed] == [("FAILED", "rank 3 saw NaNs")]
+
+
+def test_engine_close_from_many_threads_closes_once(tmp_path: Path) -> None:
+    """Threads ending at once (atexit, a signal handler, the main thread): one closes, the
+    others wait for it and get its result; every point is in the spool exactly once."""
+    import threading
+    import time
+
+    run = producers.start_run(
+        "offline",
+        mode="offline",
+        spool_dir=str(tmp_path),
+        capture_code=False,
+        capture_environment=False,
+    )
+    for i in range(1000):
+        run.log_metric("loss", float(i))
+    engine = run.engine
+    closes: list[int] = []
+    writer_close = engine._writer.close
+
+    def counted_close() -> None:
+        closes.append(1)
+        time.sleep(0.05)  # a slow close: the others arrive meanwhile
+        writer_close()
+
+    engine._writer.close = counted_close  # type: ignore[method-assign]
+    results: list[bool] = []
+    errors: list[BaseException] = []
+    gate = threading.Barrier(8)
+
+    def close() -> None:
+        gate.wait()
+        try:
+            results.append(engine.close(timeout=5))
+        except BaseException as exc:  # noqa: BLE001 - the test reports any
+            errors.append(exc)
+
+    threads = [threading.Thread(target=close) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert len(closes) == 1  # the spool writer was closed once
+    assert len(results) == 8
+    assert len(set(results)) == 1
+    got = points([codec.decode(r.payload) for r in SpoolReader(engine.spool_dir).read(1 << 40)])
+    assert sorted(s for (_k, _sp, s, _v) in got.values()) == list(range(1000))
+    producers.shutdown(timeout=1.0)  # the run's engine is gone: forgets the run, no error
