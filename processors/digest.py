@@ -62,9 +62,9 @@ def digest(client: Any, database: str) -> dict[str, Any]:
     out["metric_summary"] = {"count": int(row[0]), "hash": int(row[1])}
     row = client.query(
         "SELECT count(), sum(cityHash64(toString(tuple(*)))) FROM (SELECT project,"
-        " experiment_id, run_id, max(run), maxMap(params), maxMap(tags), maxMap(m_last),"
-        " sumMap(m_count), mapApply((k, v) -> (k, round(v, 3)), sumMap(m_sum)), minMap(m_min),"
-        " maxMap(m_max), minMap(m_min_step), maxMap(m_max_step)"
+        " experiment_id, run_id, max(run), max(run_state), maxMap(params), maxMap(tags),"
+        " maxMap(m_last), sumMap(m_count), mapApply((k, v) -> (k, round(v, 3)), sumMap(m_sum)),"
+        " minMap(m_min), maxMap(m_max), minMap(m_min_step), maxMap(m_max_step)"
         f" FROM {db}.run_search GROUP BY project, experiment_id, run_id)"
     ).result_rows[0]
     out["run_search"] = {"count": int(row[0]), "hash": int(row[1])}

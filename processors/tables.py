@@ -246,6 +246,7 @@ SCHEMAS: dict[str, pa.Schema] = {
                 ]
             ),
         ),
+        ("run_state", pa.uint64()),
         ("params", _MAP),
         (
             "tags",

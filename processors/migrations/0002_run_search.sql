@@ -3,6 +3,8 @@
 -- Each projection batch adds one partial row per run it touched (the run's state, the params,
 -- tags and metric summaries of the batch); the engine merges them column by column:
 --   run        max of (version, ...): the latest state, as `runs FINAL`
+--   run_state  max of version * 2 + deleted: 0 = no run state in the row, odd = deleted
+--              (what every search tests, in one narrow column instead of the tuple)
 --   params     maxMap: params are first-wins in the projection, one value per key
 --   tags       maxMap of (version, deleted, value): the latest set/delete, as `tags FINAL`
 --   m_*        per metric (map key = metric key encoded with its split, see
@@ -22,6 +24,7 @@ CREATE TABLE IF NOT EXISTS {db}.run_search
         end_time Nullable(DateTime64(3, 'UTC')), deleted UInt8, notes String,
         parent_run_id Nullable(String), fork_step Nullable(Int64),
         cloned_from_run_id Nullable(String))),
+    run_state SimpleAggregateFunction(max, UInt64),
     params SimpleAggregateFunction(maxMap, Map(String, String)),
     tags SimpleAggregateFunction(maxMap, Map(String, Tuple(version UInt64, deleted UInt8,
         value String))),
@@ -41,10 +44,11 @@ SETTINGS non_replicated_deduplication_window = 10000;
 -- Backfill from the tables this one summarises (a database migrated before run_search
 -- existed). Each INSERT carries a fixed deduplication token: a migration interrupted after
 -- an INSERT and run again does not add its sums twice.
-INSERT INTO {db}.run_search (project, experiment_id, run_id, run)
+INSERT INTO {db}.run_search (project, experiment_id, run_id, run, run_state)
 SELECT project, experiment_id, run_id,
     tuple(version, name, toString(status), status_reason, start_time, end_time, deleted, notes,
-        parent_run_id, fork_step, cloned_from_run_id)
+        parent_run_id, fork_step, cloned_from_run_id),
+    version * 2 + deleted
 FROM {db}.runs FINAL
 ORDER BY project, experiment_id, run_id
 SETTINGS insert_deduplication_token = '0002_run_search:runs';

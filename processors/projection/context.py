@@ -272,6 +272,7 @@ class BatchContext:
                     "experiment_id": experiment_id,
                     "run_id": run_id,
                     "run": _NO_RUN,
+                    "run_state": 0,
                     "params": {},
                     "tags": {},
                     **{m: {} for m in _METRIC_MAPS},
@@ -279,9 +280,9 @@ class BatchContext:
             return r
 
         for st in self.runs_touched.values():
-            row(st.project, st.experiment_id, st.run_id)["run"] = {
-                f: getattr(st, f) for f in _RUN_FIELDS
-            }
+            r = row(st.project, st.experiment_id, st.run_id)
+            r["run"] = {f: getattr(st, f) for f in _RUN_FIELDS}
+            r["run_state"] = st.version * 2 + (1 if st.deleted else 0)
         cols = self.rows.column
         for (project, exp), run_id, key, value in zip(
             self.row_owners["params"],

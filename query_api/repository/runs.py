@@ -63,7 +63,7 @@ class RunRepository:
         100 k runs."""
         binder = Binder()
         compiler = RowCompiler(self.store.db, binder)
-        where = ["tupleElement(s.run, 'version') > 0", _VIEW_ROW[q.view]]
+        where = ["s.run_state > 0", _VIEW_ROW[q.view]]
         if q.filter is not None:
             where.append(compiler.where(q.filter))
         order = compiler.order(q.order_by)
@@ -173,9 +173,11 @@ class RunRepository:
         )
 
 
+#: `run_state` = version * 2 + deleted (0: no run state in the row); one narrow column,
+#: where the `run` tuple costs every search ~10 ms more at 100 k runs
 _VIEW_ROW = {
-    "ACTIVE_ONLY": "tupleElement(s.run, 'deleted') = 0",
-    "DELETED_ONLY": "tupleElement(s.run, 'deleted') = 1",
+    "ACTIVE_ONLY": "s.run_state % 2 = 0",
+    "DELETED_ONLY": "s.run_state % 2 = 1",
     "ALL": "1",
 }
 

@@ -243,6 +243,8 @@ def test_run_search_rows_follow_the_run_as_of_each_event() -> None:
     assert run["run"]["name"] == "one"
     assert run["run"]["version"] > 0
     assert dict(run["params"]) == {"lr": "0.1"}
+    assert early["run_state"] == 0
+    assert run["run_state"] == run["run"]["version"] * 2  # live (odd = deleted)
     (tag,) = dict(run["tags"]).values()
     assert (tag["deleted"], tag["value"]) == (1, "")  # the later removal wins in the batch
     (summary,) = _rows(out, "metric_summary")
