@@ -211,6 +211,8 @@ def _create_model(api: TestClient, p: Projects, pre: str, s: dict[str, Any]) -> 
     r = api.post(f"{pre}/logged-models", json={"experiment_id": "ea", "name": "m"}, headers=p.ha)
     assert r.status_code == 200, r.text
     assert s["model_b"] not in r.text
+    # not into B's experiment
+    _denied(api.post(f"{pre}/logged-models", json={"experiment_id": "eb"}, headers=p.ha))
 
 
 def _search_models(api: TestClient, p: Projects, pre: str, s: dict[str, Any]) -> None:
