@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from query_api.errors import RunNotFound
 from query_api.repository.store import ReadStore
-from query_api.repository.summaries import summaries
+from query_api.repository.summaries import summaries, summary_json
 from query_api.search import Binder, Expr, OrderKey, RowCompiler
 from schemas.metrics import parse_series_key
 
@@ -212,9 +212,9 @@ def _search_run(row: Sequence[Any]) -> dict[str, Any]:
     for k in sorted(last, key=parse_series_key):
         key, split = parse_series_key(k)
         value, step, ts = last[k]
-        n = int(count.get(k, 0))
-        metrics.append(
+        summary = summary_json(
             {
+                "run_id": run["run_id"],
                 "key": key,
                 "split": split,
                 "last": value,
@@ -222,12 +222,14 @@ def _search_run(row: Sequence[Any]) -> dict[str, Any]:
                 "last_timestamp": ts,
                 "min": lo.get(k),
                 "max": hi.get(k),
-                "avg": total[k] / n if n and k in total else None,
-                "count": n,
+                "sum_value": total.get(k),
+                "count": count.get(k, 0),
                 "min_step": first_step.get(k),
                 "max_step": last_step.get(k),
             }
         )
+        del summary["run_id"]
+        metrics.append(summary)
     run["metrics"] = metrics
     return run
 
