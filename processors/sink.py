@@ -44,6 +44,13 @@ NAME_EVENTS = frozenset({"ExperimentCreated", "ExperimentRenamed"})
 RUN_STATE_EVENTS = RUN_EVENTS | {"MetricsLogged"}
 _IN_CHUNK = 2000
 _SEEN_CHUNK = 1000  # pairs: two lists per query
+#: metric_points is inserted without ClickHouse's "merge the block as if merged" pass
+#: (`optimize_on_insert`): a batch's points are already unique by the table key (idx
+#: numbers the points of one event; a resent event produces nothing), so the pass only
+#: re-reads the sorted block; without it an insert takes ~25 % less time
+#: (1.45 -> 1.89 M rows/s for 1 M-row batches here). Reads never depend on it: the same
+#: point from two batches lands in two parts anyway and FINAL/merges collapse both cases.
+_POINTS_INSERT = {"optimize_on_insert": 0}
 
 
 @dataclass(frozen=True)
@@ -314,7 +321,10 @@ class ClickHouseSink:
                 self.client.insert_arrow(
                     f"{self.database}.metric_points",
                     out.points,
-                    settings={"insert_deduplication_token": f"{base}:metric_points"},
+                    settings={
+                        "insert_deduplication_token": f"{base}:metric_points",
+                        **_POINTS_INSERT,
+                    },
                 )
             for table in ("metric_summary", *out.rows.tables()):
                 if not out.rows.count(table):
