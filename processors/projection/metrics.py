@@ -70,6 +70,14 @@ class _Interner:
         )
 
 
+def _ranks(values: list[str]) -> npt.NDArray[np.int64]:
+    """Position of each interned value in ClickHouse's string order (bytes; for UTF-8 the
+    same as Python's code-point order)."""
+    ranks = np.empty(len(values), np.int64)
+    ranks[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
+    return ranks
+
+
 class PointBuffer:
     """Accumulates MetricsLogged events of one batch; `build()` gives Arrow + summary rows."""
 
@@ -141,15 +149,22 @@ class PointBuffer:
         key = np.concatenate([c.keys for c in ch])
         split = np.concatenate([c.splits for c in ch])
         steps = np.concatenate([c.steps for c in ch])
+        epochs = np.concatenate([c.epochs for c in ch])
         ts = np.concatenate([c.timestamps for c in ch])
         values = np.concatenate([c.values for c in ch])
+        summary = self._summary(owner, key, split, steps, ts, off, idx, values)
+        order = self._table_order(run, key, split)
+        if order is not None:
+            run, key, split, prod = run[order], key[order], split[order], prod[order]
+            steps, epochs, ts, values = steps[order], epochs[order], ts[order], values[order]
+            seq, idx = seq[order], idx[order]
         table = pa.table(
             {
                 "run_id": self._runs.arrow(run),
                 "key": self._keys.arrow(key),
                 "split": self._splits.arrow(split),
                 "step": pa.array(steps),
-                "epoch": pa.array(np.concatenate([c.epochs for c in ch])),
+                "epoch": pa.array(epochs),
                 "timestamp": pa.array(ts, type=pa.int64()).cast(_TS),
                 "value": pa.array(values),
                 "producer_id": self._producers.arrow(prod),
@@ -157,8 +172,42 @@ class PointBuffer:
                 "idx": pa.array(idx),
             }
         )
-        summary = self._summary(owner, key, split, steps, ts, off, idx, values)
         return table, summary
+
+    def _table_order(
+        self,
+        run: npt.NDArray[np.int32],
+        key: npt.NDArray[np.int32],
+        split: npt.NDArray[np.int32],
+    ) -> npt.NDArray[np.intp] | None:
+        """The permutation that puts the points in `metric_points` key order, or None.
+
+        ClickHouse skips sorting an inserted block that is already in table-key order
+        (run_id, key, split, step, producer_id, seq, idx): building and inserting 1 M
+        SDK-shaped points took 372 instead of 415 ms here (the insert alone: 316 instead
+        of 476 ms). Points arrive event by event (one run, producer and seq each, idx
+        ascending), so when every event's steps ascend and each event of a run starts
+        after the one before it (a training loop), a stable radix sort on (run, key,
+        split) is the full order. Otherwise (ranks logging the same steps of one run,
+        steps out of order) None: ClickHouse sorts, as before. The test is per event,
+        not per point."""
+        nk, ns_ = len(self._keys.values), len(self._splits.values)
+        if len(self._runs.values) * nk * ns_ > 1 << 16 or run.size < 2:
+            return None
+        producers = _ranks(self._producers.values)
+        last: dict[int, tuple[int, int, int]] = {}  # run -> (max step, producer, seq)
+        for c in self._chunks:
+            if c.steps.size > 1 and bool((c.steps[1:] < c.steps[:-1]).any()):
+                return None
+            lo, hi = int(c.steps[0]), int(c.steps[-1])
+            prev = last.get(c.run)
+            if prev is not None and (lo, int(producers[c.producer]), c.seq) <= prev:
+                return None
+            last[c.run] = (hi, int(producers[c.producer]), c.seq)
+        g = _ranks(self._runs.values)[run] * (nk * ns_)
+        g += _ranks(self._keys.values)[key] * ns_
+        g += _ranks(self._splits.values)[split]
+        return np.argsort(g.astype(np.uint16), kind="stable")  # radix sort
 
     def _summary(
         self,

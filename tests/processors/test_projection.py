@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.model import Decoded, Envelope, SourceEvent
 from processors.projection import project_batch
@@ -252,3 +254,65 @@ def test_run_search_rows_follow_the_run_as_of_each_event() -> None:
     assert dict(run["m_count"]) == {key: 4}
     assert dict(run["m_last"])[key] == summary["last"]
     assert dict(run["m_min"])[key] == summary["min_value"]
+
+
+_POINT_KEY = ("run_id", "key", "split", "step", "producer_id", "seq", "idx")
+
+
+def _point_rows(table: Any) -> list[tuple[Any, ...]]:
+    cols = [table.column(c).to_pylist() for c in table.column_names]
+    return list(zip(*cols, strict=True))
+
+
+def _in_key_order(table: Any) -> bool:
+    """Rows ascending by the metric_points key, strings compared as UTF-8 bytes (ClickHouse)."""
+    keys = [
+        tuple(v.encode() if isinstance(v, str) else v for v in row)
+        for row in zip(*(table.column(c).to_pylist() for c in _POINT_KEY), strict=True)
+    ]
+    return all(a < b for a, b in zip(keys, keys[1:], strict=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.integers(0, 2),  # writer
+            st.sampled_from(["r-b", "r-a", "rZ", "ré"]),  # run
+            st.lists(
+                st.sampled_from(["loss", "Acc", "é", "z"]), min_size=1, max_size=3, unique=True
+            ),
+            st.integers(-5, 40),  # first step
+            st.booleans(),  # steps descending
+            st.sampled_from(["train", "val"]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    as_training=st.booleans(),
+)
+def test_points_reach_the_insert_as_the_same_rows_in_key_order_when_cheap(
+    plan: list[tuple[int, str, list[str], int, bool, str]], as_training: bool
+) -> None:
+    """`PointBuffer` hands ClickHouse the batch's points in table-key order when a radix
+    sort on (run, key, split) gives it (ClickHouse then skips its sort), else as logged:
+    the same rows either way. `as_training`: every event logs steps after the ones before
+    it (a training loop), whatever the writers: always the sorted path."""
+    writers = [Writer(producer_id=f"rank-{i}") for i in range(3)]
+    items = []
+    for i, (w, run, keys, first, desc, split) in enumerate(plan):
+        if as_training:
+            first, desc = 5 * i, False
+        steps = np.arange(first, first + 5, dtype=np.int64)
+        rec = writers[w].metrics(run, steps[::-1] if desc else steps, keys, split)
+        items.append(("MetricsLogged", rec))
+    evs = decoded(items)
+    out = project_batch(evs, PartitionState(0))
+    assert out.points is not None
+    # the same points (seq and idx are per event, so one-event projections give the rows)
+    expected = sorted(
+        row for ev in evs for row in _point_rows(project_batch([ev], PartitionState(0)).points)
+    )
+    assert sorted(_point_rows(out.points)) == expected
+    if as_training:
+        assert _in_key_order(out.points)
