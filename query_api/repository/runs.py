@@ -99,6 +99,7 @@ class RunRepository:
                 "exps": sorted({k[1] for k in keys}),
                 "ids": [k[2] for k in keys],
             },
+            formats=_PAGE_FORMATS,
         )
         # the read may hold other rows of these run ids (another project's or experiment's):
         # matched here, not in SQL (binding 100 tuples costs ~2 ms of the driver's Python)
@@ -182,44 +183,46 @@ _VIEW_ROW = {
 }
 
 #: The rows of `run_search` of the page's runs, through the primary key (`{projects}`,
-#: `{exps}`, `{ids}`), with FINAL (partial rows merged); timestamps as epoch ms and live
-#: tags only, computed here (cheaper than converting tuples of datetimes in Python).
+#: `{exps}`, `{ids}`), with FINAL (partial rows merged). Whole columns, no per-row SQL
+#: functions: read with DateTime64 as epoch-ms ints (`_PAGE_FORMATS`), the run tuple and
+#: the maps cost less to convert in `_search_run` than `tupleElement`/`mapApply` did in
+#: ClickHouse (a 100-run page of 1 k runs: 10.8 -> 8.3 ms).
 _PAGE_SQL = (
-    "SELECT project, experiment_id, run_id, tupleElement(run, 'name'), "
-    "tupleElement(run, 'status'), tupleElement(run, 'status_reason'), "
-    "toUnixTimestamp64Milli(tupleElement(run, 'start_time')), "
-    "toUnixTimestamp64Milli(tupleElement(run, 'end_time')), tupleElement(run, 'deleted'), "
-    "tupleElement(run, 'notes'), tupleElement(run, 'parent_run_id'), "
-    "tupleElement(run, 'fork_step'), tupleElement(run, 'cloned_from_run_id'), params, "
-    "mapApply((k, v) -> (k, tupleElement(v, 'value')), "
-    "mapFilter((k, v) -> tupleElement(v, 'deleted') = 0, tags)), "
-    "mapApply((k, v) -> (k, (tupleElement(v, 'value'), tupleElement(v, 'step'), "
-    "toUnixTimestamp64Milli(tupleElement(v, 'timestamp')))), m_last), "
+    "SELECT project, experiment_id, run_id, run, params, tags, m_last, "
     "m_count, m_sum, m_min, m_max, m_min_step, m_max_step "
     "FROM {db}.run_search FINAL "
     "PREWHERE project IN {{projects:Array(String)}} AND experiment_id IN {{exps:Array(String)}} "
     "AND run_id IN {{ids:Array(String)}}"
 )
+_PAGE_FORMATS = {"DateTime64": "int"}
 
 
 def _search_run(row: Sequence[Any]) -> dict[str, Any]:
     """A search result from a `_PAGE_SQL` row: the run, its params, live tags, summaries."""
-    run = run_info(dict(zip(_PAGE_RUN_FIELDS, row)))
-    run["params"] = dict(sorted(row[13].items()))
-    run["tags"] = dict(sorted(row[14].items()))
-    last, count, total, lo, hi, first_step, last_step = row[15:22]
+    project, experiment_id, run_id, state, params, tags, last = row[:7]
+    count, total, lo, hi, first_step, last_step = row[7:13]
+    run = run_info(
+        {
+            "project": project,
+            "experiment_id": experiment_id,
+            "run_id": run_id,
+            **{f: state[f] for f in _PAGE_RUN_FIELDS},
+        }
+    )
+    run["params"] = dict(sorted(params.items()))
+    run["tags"] = {k: v["value"] for k, v in sorted(tags.items()) if not v["deleted"]}
     metrics = []
     for k in sorted(last, key=parse_series_key):
         key, split = parse_series_key(k)
-        value, step, ts = last[k]
+        point = last[k]
         summary = summary_json(
             {
-                "run_id": run["run_id"],
+                "run_id": run_id,
                 "key": key,
                 "split": split,
-                "last": value,
-                "last_step": step,
-                "last_timestamp": ts,
+                "last": point["value"],
+                "last_step": point["step"],
+                "last_timestamp": point["timestamp"],
                 "min": lo.get(k),
                 "max": hi.get(k),
                 "sum_value": total.get(k),
@@ -234,10 +237,8 @@ def _search_run(row: Sequence[Any]) -> dict[str, Any]:
     return run
 
 
+#: the `run_search.run` tuple elements a search result shows (migration 0002)
 _PAGE_RUN_FIELDS = (
-    "project",
-    "experiment_id",
-    "run_id",
     "name",
     "status",
     "status_reason",

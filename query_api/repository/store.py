@@ -82,10 +82,18 @@ class ReadStore:
             self._local.client = client
         return client
 
-    def rows(self, sql: str, params: Mapping[str, Any]) -> list[Sequence[Any]]:
-        """Result rows as tuples."""
+    def rows(
+        self, sql: str, params: Mapping[str, Any], formats: Mapping[str, str] | None = None
+    ) -> list[Sequence[Any]]:
+        """Result rows as tuples; `formats`: clickhouse-connect `query_formats` (e.g.
+        {"DateTime64": "int"}: epoch ticks instead of datetime objects)."""
         try:
-            result = self._client().query(sql, parameters=dict(params), settings=self._settings)
+            result = self._client().query(
+                sql,
+                parameters=dict(params),
+                settings=self._settings,
+                query_formats=dict(formats) if formats else None,
+            )
             return list(result.result_rows)
         except Exception as exc:
             raise ReadModelUnavailable(f"read-model query failed: {_first_line(exc)}") from exc
