@@ -6,7 +6,11 @@ Two targets:
   `schemas.metrics.series_key`), a param an entry of `params`, a tag an entry of `tags`
   whose latest change did not delete it, an attribute a column or an element of the `run`
   tuple. A run without the key has NULL there, which no comparison accepts (the grammar has
-  no NOT). Filter and order read one table: no join, no subquery.
+  no NOT). Filter and order read one table: no join, no subquery. Never address a map
+  or tuple of `run_search` by subcolumn (`s.m_last.keys`, `s.m_last.values`): with FINAL,
+  ClickHouse 26.9 reads subcolumns from the unmerged partial rows (seen: a run's earlier
+  `last` came back, and a 100 k-run search looked 2.7x faster for it); functions of the
+  whole column (`mapContains`, `m[k]`, `tupleElement`) see the merged value.
 - `Compiler` (leaderboard, analytics) writes a WHERE over the `runs` row (`<alias>.`,
   default `r`) whose metric, param and tag tests are `run_id IN (subquery)` over
   `metric_summary`, `params` and `tags` (same semantics), so those queries never scan
