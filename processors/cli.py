@@ -102,6 +102,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--s3-prefix", default="")
     ap.add_argument("--batch-size", type=int, default=20_000)
     ap.add_argument("--batch-timeout", type=float, default=0.2)
+    ap.add_argument(
+        "--batch-linger",
+        type=float,
+        default=0.02,
+        help="after the first records of a batch, wait at most this long for more (s)",
+    )
     ap.add_argument("--batch-max-mb", type=int, default=16)
     ap.add_argument(
         "--max-partition-fetch-mb",
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             group_instance_id=args.instance_id,
             batch_size=args.batch_size,
             batch_timeout=args.batch_timeout,
+            batch_linger=args.batch_linger,
             batch_max_bytes=args.batch_max_mb * 1024 * 1024,
             max_partition_fetch_bytes=int(args.max_partition_fetch_mb * 2**20),
         ),

@@ -27,6 +27,10 @@ from query_api.repository import ReadStore
 
 Positions = dict[int, int]
 _PREFIX = "c1."
+#: the longest pause between two reads of the projection position while a read waits: a
+#: position read is one small query (~3 ms), and a batch is projected ~20 ms after its
+#: records arrive (worker `batch_linger`), so 200 ms steps added up to ~150 ms of waiting
+_MAX_POLL_S = 0.05
 HEADER = "X-Runstream-Consistency"
 
 
@@ -125,4 +129,4 @@ class Projections:
                     "retry the read"
                 )
             time.sleep(pause)
-            pause = min(pause * 1.5, 0.2)
+            pause = min(pause * 1.5, _MAX_POLL_S)

@@ -70,3 +70,45 @@ def test_small_records_still_fill_a_batch_by_count() -> None:
     consumer = _Buffered([100] * 2000)
     batch = _fetch(worker, consumer)
     assert sum(len(rs) for rs in batch.values()) == 500
+
+
+class _Trickle:
+    """A topic where one record arrives every `gap_s`; getmany waits like aiokafka's (up to
+    its timeout for the next arrival) and logs the timeouts it was given."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self.timeouts: list[int] = []
+        self.sent = 0
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        self.timeouts.append(timeout_ms)
+        wait = 0.0 if self.sent == 0 else self.gap_s
+        if wait * 1000 > timeout_ms:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        await asyncio.sleep(wait)
+        self.sent += 1
+        return {TopicPartition("t", 0): [SimpleNamespace(value=b"x", offset=self.sent)]}
+
+
+def test_a_lone_record_waits_batch_linger_not_batch_timeout() -> None:
+    """The first getmany may wait the whole batch_timeout; once records came, the fetch
+    waits at most batch_linger for more (a write is projected ~20 ms after it arrives, not
+    after the whole batch_timeout as with faust's take(n, within=t))."""
+    worker = ProjectionWorker(
+        None,
+        bootstrap="unused",
+        database="unused",
+        settings=WorkerSettings(batch_timeout=5.0, batch_linger=0.02),
+    )
+    consumer = _Trickle(gap_s=0.5)
+    batch = _fetch(worker, consumer)  # type: ignore[arg-type]
+    assert [r.offset for rs in batch.values() for r in rs] == [1]
+    assert consumer.timeouts[0] > 4000  # nothing buffered yet: wait up to batch_timeout
+    assert len(consumer.timeouts) > 1
+    assert max(consumer.timeouts[1:]) <= 20
+    # records arriving within the linger join the batch
+    consumer = _Trickle(gap_s=0.001)
+    batch = _fetch(worker, consumer)  # type: ignore[arg-type]
+    assert len([r for rs in batch.values() for r in rs]) > 1
