@@ -144,6 +144,10 @@ def test_sigkill_at_random_moments_read_models_equal_the_log(
     solo = [str(uuid.uuid4()) for _ in range(4)]
     rng = random.Random(11)
     kills: list[tuple[int, int, bool]] = []  # (kafka lag, stored lag, early) per kill
+    #: kills that found everything projected: the worker wrote the records the lag read saw
+    #: between that read and the signal (it writes ~20 ms after records arrive). Still
+    #: crashes, but not counted: every counted kill landed with records left to project.
+    caught_up: list[tuple[int, bool]] = []
     restarts: list[float] = []
 
     def spawn() -> subprocess.Popen[bytes]:
@@ -189,7 +193,12 @@ def test_sigkill_at_random_moments_read_models_equal_the_log(
                     ["positions", "--chdb-path", str(chdb), "--database", db, "--topic"]
                     + [kafka_topic],
                 )
-                kills.append((lag, _behind(ends, stored), early))
+                behind = _behind(ends, stored)
+                if behind > 0:
+                    kills.append((lag, behind, early))
+                else:
+                    caught_up.append((lag, early))
+                    assert len(caught_up) <= KILLS, f"kills mostly found no lag: {caught_up}"
                 worker = spawn()
             stop_file.touch()
             reports = await finish_producers(procs)
@@ -228,11 +237,11 @@ def test_sigkill_at_random_moments_read_models_equal_the_log(
         log.close()
     print(
         f"kills={len(kills)} (kafka lag, stored lag) at kill={kills} "
+        f"uncounted (caught up at the signal)={caught_up} "
         f"start->progress s={[round(r, 1) for r in restarts]} "
         f"steps={[r['steps'] for r in reports]} records={sum(ends.values())}"
     )
     assert len(kills) >= KILLS
-    assert all(stored_lag > 0 for _, stored_lag, _ in kills), kills
     assert sum(not e for *_, e in kills) >= KILLS // 2, "most kills while projecting"
     assert {int(p): v for p, v in stored.items()} == {p: [e, None] for p, e in ends.items() if e}
     assert all(r["steps"] > 100 for r in reports), "every producer logged while we killed"
