@@ -237,7 +237,6 @@ class ProjectionWorker:
         total = size = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.batch_timeout
-        lingering = False
         while total < s.batch_size and size < s.batch_max_bytes and not self._stopping.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -258,9 +257,8 @@ class ProjectionWorker:
                 self._mean_record_bytes = seen if mean is None else 0.8 * mean + 0.2 * seen
             if not got:
                 break
-            if not lingering:
-                lingering = True
-                deadline = min(deadline, loop.time() + s.batch_linger)
+            # the first records start the linger; later ones cannot move it (min)
+            deadline = min(deadline, loop.time() + s.batch_linger)
         return out
 
     def _rewind(self, consumer: AIOKafkaConsumer, fetched: dict[int, Any]) -> None:
