@@ -344,7 +344,11 @@ class FaustProjector:
         """Seek `tp` to its ClickHouse resume point `r` (None: offset 0); a pending intent
         is to be redone with its exact bounds. Returns the offset."""
         offset = r.offset if r is not None else 0
-        await consumer.seek(tp, offset)
+        # In the consumer's own thread: faust's `consumer.seek()` calls aiokafka's seek from
+        # this (the app's) thread, which deletes from the fetcher's record buffer while the
+        # consumer thread iterates it (KeyError in `fetched_records`, the Fetcher service
+        # crashes and the app stops consuming). `seek_wait` runs it in the consumer thread.
+        await consumer.seek_wait({tp: offset})
         consumer._read_offset[tp] = offset if offset else None
         consumer._committed_offset[tp] = offset if offset else None
         self.next_offsets[tp.partition] = offset

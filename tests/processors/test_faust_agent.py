@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import uuid
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.structs import TopicPartition
 
 from processors import digest
@@ -26,6 +30,30 @@ pytestmark = [
     pytest.mark.stack,
     pytest.mark.filterwarnings("ignore"),  # faust/mode emit warnings of their own
 ]
+
+
+@pytest.fixture(autouse=True)
+def fetcher_in_one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """aiokafka is not thread-safe and faust runs its consumer in a thread of its own: every
+    fetcher must be driven (fetched, sought) from a single thread. A seek from the app's
+    thread deletes from the record buffer `fetched_records` is iterating in the consumer
+    thread: a KeyError that crashes faust's Fetcher and stops the app consuming."""
+    threads: dict[int, set[str]] = defaultdict(set)
+
+    def tracked(name: str) -> Any:
+        original = getattr(Fetcher, name)
+
+        def call(self: Fetcher, *args: Any, **kwargs: Any) -> Any:
+            threads[id(self)].add(threading.current_thread().name)
+            return original(self, *args, **kwargs)
+
+        return call
+
+    for name in ("fetched_records", "seek_to", "request_offset_reset"):
+        monkeypatch.setattr(Fetcher, name, tracked(name))
+    yield
+    assert threads, "no fetcher was used"
+    assert all(len(names) == 1 for names in threads.values()), dict(threads)
 
 
 def _settings() -> FaustSettings:
