@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
+from processors import dedup_repair
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
 from processors.digest import digest, point_totals
@@ -51,12 +52,27 @@ CHDB_OPTIONS = {
 CHDB_JEMALLOC = "dirty_decay_ms:1000,muzzy_decay_ms:0"
 
 
+_OPENED: set[str] = set()
+
+
+def _own(path: str) -> None:
+    """First open of a chDB directory in this process: repair the deduplication records of
+    inserts a killed owner left half done (`processors.dedup_repair`), before chDB loads
+    them. Never again while this process may be inserting into it."""
+    path = os.path.abspath(path)
+    if path not in _OPENED:
+        _OPENED.add(path)
+        dedup_repair.repair(path)
+
+
 def clickhouse_client(url: str | None = None, chdb_path: str | None = None) -> Any:
     """A clickhouse-connect client for a server URL or an owned chDB directory."""
     if (chdb_path or (url or "").startswith("chdb://")) and "chdb" not in sys.modules:
         os.environ.setdefault("JE_MALLOC_CONF", CHDB_JEMALLOC)
     import clickhouse_connect
 
+    if chdb_path or (url or "").startswith("chdb://"):
+        _own(chdb_path or (url or "").removeprefix("chdb://").split("?")[0])
     if chdb_path:
         return clickhouse_connect.get_client(
             dsn=f"chdb://{os.path.abspath(chdb_path)}",
