@@ -76,6 +76,8 @@ class FaustSettings:
     request_timeout: float = 30.0
     retry_backoff_max: float = 5.0
     stream_buffer_maxsize: int = 4096
+    #: the search documents of the runs written are rewritten this often (migration 0003)
+    page_refresh_interval: float = 1.0
 
 
 class _App(faust.App):
@@ -167,6 +169,7 @@ class FaustProjector:
         source = self.app.topic(topic, key_serializer="raw", value_serializer="raw")
         self.app.agent(source, name=f"{s.app_id}.project")(self._agent)
         self.app.after_seek = self._seek_to_positions
+        self.app.timer(s.page_refresh_interval, name=f"{s.app_id}.pages")(self._refresh_pages)
 
     @property
     def database(self) -> str:
@@ -309,6 +312,16 @@ class FaustProjector:
                 await producer.send(self.dlq_topic, p.src.key, p.src.value, None, None, headers)
             )
         await asyncio.gather(*futs)
+
+    async def _refresh_pages(self) -> None:
+        """Rewrite the search documents of the runs written since the last time (a cache: a
+        failure only leaves searches reading those runs from `run_search`)."""
+        if not self.processor.stale_pages:
+            return
+        try:
+            await asyncio.to_thread(self.processor.refresh_pages)
+        except Exception as exc:  # noqa: BLE001 - retried at the next tick
+            log.warning("search documents not refreshed (%s); retried later", exc)
 
     # ---- positions: ClickHouse, not Kafka ----------------------------------------------
     async def _seek_to_positions(self) -> None:

@@ -104,6 +104,8 @@ class BatchProcessor:
         self.states: dict[int, PartitionState] = {}
         #: next offset not yet done per partition (from ClickHouse on first use)
         self.done: dict[int, int] = {}
+        #: runs whose `run_page` search document is behind `run_search` (refresh_pages)
+        self.stale_pages: set[tuple[str, str, str]] = set()
 
     def forget(self, partition: int | None = None) -> None:
         """Drop cached state (partition revoked, batch abandoned, database switched)."""
@@ -175,8 +177,30 @@ class BatchProcessor:
         )
         await asyncio.to_thread(done)
         self.done[p] = last + 1
+        rows = batch.projected.rows
+        self.stale_pages.update(
+            zip(
+                rows.column("run_search", "project"),
+                rows.column("run_search", "experiment_id"),
+                rows.column("run_search", "run_id"),
+            )
+        )
         self._count(batch, seconds)
         return seconds
+
+    def refresh_pages(self, limit: int = 2000) -> int:
+        """Blocking: rewrite the search documents of up to `limit` runs written since their
+        last refresh (migration 0003; one read of `run_search` of ~2,000 runs takes a few
+        hundred ms, so a bulk load does not stall the worker); returns how many. Outside any
+        batch's commit: a document is a cache that reads check against `run_search`, so a
+        failure here loses nothing (the runs stay stale and are tried again)."""
+        keys = [self.stale_pages.pop() for _ in range(min(limit, len(self.stale_pages)))]
+        try:
+            self.sink.refresh_pages(keys)
+        except BaseException:
+            self.stale_pages.update(keys)
+            raise
+        return len(keys)
 
     def _count(self, batch: PreparedBatch, seconds: float) -> None:
         m, t, pr = self.metrics, batch.topic, batch.projected.progress

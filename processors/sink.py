@@ -339,6 +339,31 @@ class ClickHouseSink:
         self._guard(run)
         return time.perf_counter() - t0
 
+    # ---- run_page: search documents (migration 0003) -------------------------------------
+    def refresh_pages(self, keys: Sequence[tuple[str, str, str]] | None = None) -> None:
+        """Rewrite the `run_page` documents of `keys` (project, experiment_id, run_id), or of
+        every run, from `run_search FINAL` (through the `run_page_source` view). A cache:
+        reads use a document only while its `touches` equals the run's, so this may run at
+        any time after a batch (not inside its commit) and may be repeated."""
+        insert = (
+            f"INSERT INTO {self.database}.run_page SELECT project, experiment_id, run_id,"
+            f" touches, doc FROM {self.database}.run_page_source"
+        )
+        if keys is None:
+            self.client.command(insert)
+            return
+        for chunk in _chunks(sorted(set(keys))):
+            # the cross product of the three lists may name more rows: those get theirs too
+            self.client.command(
+                insert + " WHERE project IN {p:Array(String)}"
+                " AND experiment_id IN {e:Array(String)} AND run_id IN {r:Array(String)}",
+                parameters={
+                    "p": sorted({k[0] for k in chunk}),
+                    "e": sorted({k[1] for k in chunk}),
+                    "r": [k[2] for k in chunk],
+                },
+            )
+
     def _guard(self, fn: Any) -> None:
         try:
             fn()

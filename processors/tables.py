@@ -262,6 +262,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("m_max", pa.map_(_S, pa.float64())),
         ("m_min_step", pa.map_(_S, pa.int64())),
         ("m_max_step", pa.map_(_S, pa.int64())),
+        ("touches", pa.uint64()),
     ),
 }
 

@@ -56,6 +56,9 @@ class WorkerSettings:
     max_partition_fetch_bytes: int = 16 * 1024 * 1024
     retry_backoff_max: float = 5.0
     pointer_check_interval: float = 1.0
+    #: while batches keep coming, the search documents of the runs written are rewritten
+    #: at most this often (and at once when the topic goes quiet); see migration 0003
+    page_refresh_interval: float = 1.0
 
 
 #: while batches keep coming, the freed C heap is given back at most this often
@@ -124,6 +127,7 @@ class ProjectionWorker:
         self._stopping = asyncio.Event()
         self._assigned: set[int] = set()
         self._last_pointer_check = 0.0
+        self._pages_at = 0.0
 
     @property
     def database(self) -> str:
@@ -182,6 +186,7 @@ class ProjectionWorker:
                     now = time.monotonic()
                     if busy:
                         self._heap_dirty = True
+                    await self._refresh_pages(busy, now)
                     if self._heap_dirty and (not busy or now - self._trimmed_at > TRIM_EVERY_S):
                         self._heap_dirty = False
                         self._trimmed_at = now
@@ -194,6 +199,20 @@ class ProjectionWorker:
                     await asyncio.sleep(1.0)
         finally:
             await self.stop()
+
+    async def _refresh_pages(self, busy: bool, now: float) -> None:
+        """Rewrite the search documents of the runs written since the last time, when the
+        topic went quiet or every `page_refresh_interval` while busy (a cache: a failure
+        only leaves searches reading those runs from `run_search`)."""
+        if not self.processor.stale_pages or self._stopping.is_set():
+            return
+        if busy and now - self._pages_at < self.settings.page_refresh_interval:
+            return
+        self._pages_at = now
+        try:
+            await asyncio.to_thread(self.processor.refresh_pages)
+        except Exception as exc:  # noqa: BLE001 - retried at the next refresh
+            log.warning("search documents not refreshed (%s); retried later", exc)
 
     # ---- the loop ----------------------------------------------------------------------
     async def step(self) -> int:

@@ -273,6 +273,7 @@ class BatchContext:
                     "run_id": run_id,
                     "run": _NO_RUN,
                     "run_state": 0,
+                    "touches": 1,  # migration 0003: the run's row changed
                     "params": {},
                     "tags": {},
                     **{m: {} for m in _METRIC_MAPS},

@@ -1,6 +1,6 @@
 """Runs read model: search (filter + order + pages) and the full detail of one run.
 
-Rule: search reads `runs`, `params`, `tags` and `metric_summary` only — never metric points —
+Rule: search reads `run_search` and its documents `run_page` only — never metric points —
 and every user value reaches SQL as a bound parameter (see `query_api.search.compile`).
 """
 
@@ -57,10 +57,10 @@ class RunRepository:
     def search(self, q: SearchQuery) -> tuple[list[dict[str, Any]], bool]:
         """One page of runs (with params, tags, metric summaries) and whether more follow.
 
-        Two reads of `run_search` (one row per run, migration 0002): the page's run ids in
-        order, reading only the columns the filter and order need; then the page's rows by
-        primary key. Reading every column of every matching run to keep 100 costs ~4x at
-        100 k runs."""
+        Two reads: the page's run keys in order from `run_search` (one row per run,
+        migration 0002), reading only the columns the filter and order need, then the page's
+        rows by primary key (`_page`). Reading every column of every matching run to keep
+        100 costs ~4x at 100 k runs."""
         binder = Binder()
         compiler = RowCompiler(self.store.db, binder)
         where = ["s.run_state > 0", _VIEW_ROW[q.view]]
@@ -79,32 +79,49 @@ class RunRepository:
         params["off"] = q.offset
         prewhere = f"PREWHERE {' AND '.join(head)} " if head else ""
         found = self.store.rows(
-            f"SELECT s.project, s.experiment_id, s.run_id FROM {self.store.db}.run_search AS s "
+            "SELECT s.project, s.experiment_id, s.run_id, s.touches "
+            f"FROM {self.store.db}.run_search AS s "
             f"FINAL {prewhere}WHERE {' AND '.join(where)} ORDER BY {', '.join(order.terms)} "
             "LIMIT {lim:UInt64} OFFSET {off:UInt64}",
             params,
         )
         more = len(found) > q.limit
-        keys = [(str(p), str(e), str(r)) for p, e, r in found[: q.limit]]
-        return self._page(keys), more
+        page = {(str(p), str(e), str(r)): int(t) for p, e, r, t in found[: q.limit]}
+        return self._page(page), more
 
-    def _page(self, keys: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-        """The runs `keys` (project, experiment, run id) in that order, from `run_search`."""
-        if not keys:
+    def _page(self, page: dict[tuple[str, str, str], int]) -> list[dict[str, Any]]:
+        """The runs `page` (project, experiment, run id -> its `run_search.touches`) in that
+        order: from their `run_page` documents (migration 0003) where a document was built
+        from exactly that state, from `run_search` for the others (written since the
+        processors last refreshed their documents, or never refreshed)."""
+        if not page:
             return []
-        rows = self.store.rows(
-            _PAGE_SQL.format(db=self.store.db),
-            {
-                "projects": sorted({k[0] for k in keys}),
-                "exps": sorted({k[1] for k in keys}),
-                "ids": [k[2] for k in keys],
-            },
-            formats=_PAGE_FORMATS,
-        )
-        # the read may hold other rows of these run ids (another project's or experiment's):
-        # matched here, not in SQL (binding 100 tuples costs ~2 ms of the driver's Python)
-        found = {(r[0], r[1], r[2]): r for r in rows}
-        return [_search_run(found[k]) for k in keys if k in found]
+        rows: dict[tuple[str, str, str], Sequence[Any]] = {}
+        for key, (touches, doc) in self._documents(list(page)).items():
+            if touches == page[key]:
+                rows[key] = (*key, *_document_columns(doc))
+        stale = [k for k in page if k not in rows]
+        if stale:
+            rows.update(self._rows(stale))
+        return [_search_run(rows[k]) for k in page if k in rows]
+
+    def _documents(self, keys: Sequence[tuple[str, str, str]]) -> dict[Any, tuple[int, str]]:
+        """(project, experiment, run id) -> (touches, doc) of its newest `run_page` row.
+        Without FINAL: a run has a few rows until merges drop the older ones, and picking
+        the highest `touches` here costs less than FINAL (17.8 vs 6.8 ms for the keys of a
+        100-run page among 100 k runs)."""
+        newest: dict[Any, tuple[int, str]] = {}
+        for p, e, r, touches, doc in self.store.rows(_DOC_SQL.format(db=self.store.db), _in(keys)):
+            key = (p, e, r)
+            if key in newest and newest[key][0] >= touches:
+                continue
+            newest[key] = (int(touches), doc)
+        return newest
+
+    def _rows(self, keys: Sequence[tuple[str, str, str]]) -> dict[Any, Sequence[Any]]:
+        """(project, experiment, run id) -> its merged `run_search` row (`_PAGE_SQL`)."""
+        rows = self.store.rows(_PAGE_SQL.format(db=self.store.db), _in(keys), _PAGE_FORMATS)
+        return {(r[0], r[1], r[2]): r for r in rows}
 
     def metrics_of(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """run_id -> its metric summaries (one per key and split)."""
@@ -182,6 +199,26 @@ _VIEW_ROW = {
     "ALL": "1",
 }
 
+
+def _in(keys: Sequence[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """Parameters of a primary-key read of `keys`. The read may hold other rows of these run
+    ids (another project's or experiment's): the caller matches whole keys, not SQL
+    (binding 100 tuples costs ~2 ms of the driver's Python)."""
+    return {
+        "projects": sorted({k[0] for k in keys}),
+        "exps": sorted({k[1] for k in keys}),
+        "ids": [k[2] for k in keys],
+    }
+
+
+_KEYS_IN = (
+    "PREWHERE project IN {{projects:Array(String)}} AND experiment_id IN {{exps:Array(String)}} "
+    "AND run_id IN {{ids:Array(String)}}"
+)
+
+#: the `run_page` rows of the page's runs, every version (see `_documents`)
+_DOC_SQL = "SELECT project, experiment_id, run_id, touches, doc FROM {db}.run_page " + _KEYS_IN
+
 #: The rows of `run_search` of the page's runs, through the primary key (`{projects}`,
 #: `{exps}`, `{ids}`), with FINAL (partial rows merged). Whole columns, no per-row SQL
 #: functions: read with DateTime64 as epoch-ms ints (`_PAGE_FORMATS`), the run tuple and
@@ -190,11 +227,29 @@ _VIEW_ROW = {
 _PAGE_SQL = (
     "SELECT project, experiment_id, run_id, run, params, tags, m_last, "
     "m_count, m_sum, m_min, m_max, m_min_step, m_max_step "
-    "FROM {db}.run_search FINAL "
-    "PREWHERE project IN {{projects:Array(String)}} AND experiment_id IN {{exps:Array(String)}} "
-    "AND run_id IN {{ids:Array(String)}}"
+    "FROM {db}.run_search FINAL " + _KEYS_IN
 )
 _PAGE_FORMATS = {"DateTime64": "int"}
+
+
+def _float_or_minus_zero(text: str) -> int | float:
+    """JSON integers of a document; ClickHouse writes the float -0.0 as `-0`."""
+    return -0.0 if text == "-0" else int(text)
+
+
+def _document_columns(doc: str) -> tuple[Any, ...]:
+    """A `run_page` document (migration 0003) as the `_PAGE_SQL` columns after the key: the
+    same values `_search_run` gets from `run_search` (floats that ClickHouse wrote as
+    integers or as "nan"/"inf"/"-inf" made floats again)."""
+    run, params, tags, last, count, total, lo, hi, first_step, last_step = json.loads(
+        doc, parse_int=_float_or_minus_zero
+    )
+    for point in last.values():
+        point["value"] = float(point["value"])
+    for m in (total, lo, hi):
+        for k, v in m.items():
+            m[k] = float(v)
+    return run, params, tags, last, count, total, lo, hi, first_step, last_step
 
 
 def _search_run(row: Sequence[Any]) -> dict[str, Any]:

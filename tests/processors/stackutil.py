@@ -142,3 +142,27 @@ def check_points(client: Any, database: str, expect: dict[str, Any]) -> None:
     ).result_rows
     got = {f"{r}/{k}": (int(n), float(s)) for r, k, n, s in rows}
     assert got == {k: (expect["counts"][k], expect["sums"][k]) for k in expect["counts"]}
+
+
+def stale_pages(client: Any, database: str) -> list[tuple[str, str, str]]:
+    """The runs whose newest `run_page` search document is missing or differs from the one
+    `run_search` gives now (migration 0003)."""
+    db = database
+    rows = client.query(
+        f"SELECT s.project, s.experiment_id, s.run_id FROM {db}.run_page_source AS s"
+        " LEFT JOIN (SELECT project, experiment_id, run_id, argMax(doc, touches) AS newest,"
+        f" max(touches) AS version FROM {db}.run_page GROUP BY 1, 2, 3) AS p"
+        " ON p.project = s.project AND p.experiment_id = s.experiment_id AND p.run_id = s.run_id"
+        " WHERE NOT coalesce(p.version = s.touches AND p.newest = s.doc, 0)"
+        " SETTINGS join_use_nulls = 1"
+    ).result_rows
+    return sorted(tuple(r) for r in rows)
+
+
+async def wait_pages(client: Any, database: str, timeout: float = 10.0) -> None:
+    """Until every run's search document is fresh (the worker refreshes them when idle)."""
+    deadline = time.monotonic() + timeout
+    while stale := await asyncio.to_thread(stale_pages, client, database):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stale search documents after {timeout}s: {stale[:5]}")
+        await asyncio.sleep(0.1)

@@ -24,7 +24,7 @@ from processors.sink import ClickHouseSink
 from runstream.stack import Connection
 from runstream.stack.kafka import create_topics
 
-from .stackutil import check_points, end_offsets, run_producers, wait_projected
+from .stackutil import check_points, end_offsets, run_producers, wait_pages, wait_projected
 
 pytestmark = [
     pytest.mark.stack,
@@ -205,6 +205,7 @@ def test_failing_sink_loses_nothing_and_duplicates_nothing(
         try:
             expect = await run_producers(boot, kafka_topic, 2, ["r1", "r2", "r3"], 6, 400)
             await wait_projected(chdb_client, read_db, boot, kafka_topic, timeout=60)
+            await wait_pages(chdb_client, read_db)  # the app's timer refreshes them
         finally:
             await app.stop()
         assert flaky.failed > 0

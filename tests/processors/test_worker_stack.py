@@ -16,7 +16,14 @@ from runstream.stack import Connection
 from runstream.stack.kafka import create_topics
 
 from .factory import Writer, encode, key_of
-from .stackutil import check_points, end_offsets, run_producers, wait_projected
+from .stackutil import (
+    check_points,
+    end_offsets,
+    run_producers,
+    stale_pages,
+    wait_pages,
+    wait_projected,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -96,6 +103,7 @@ def test_end_to_end_dlq_archive_and_replay(
             await wait_projected(chdb_client, read_db, boot, kafka_topic)
             await asyncio.sleep(0.3)
             assert sum(worker.lag().values()) == 0
+            await wait_pages(chdb_client, read_db)
         finally:
             await worker.stop()
             await task
@@ -139,6 +147,7 @@ def test_end_to_end_dlq_archive_and_replay(
     )
     assert from_kafka.completed
     assert digest(chdb_client, from_kafka.database) == live
+    assert stale_pages(chdb_client, from_kafka.database) == []
     seen: list[int] = []
     from_s3 = asyncio.run(
         replay_async(
@@ -154,6 +163,7 @@ def test_end_to_end_dlq_archive_and_replay(
     assert from_s3.switched
     assert seen
     assert digest(chdb_client, from_s3.database) == live
+    assert stale_pages(chdb_client, from_s3.database) == []
     assert ClickHouseSink(chdb_client, read_db).active_database() == read_db + "_v9"
 
 

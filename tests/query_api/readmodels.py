@@ -1,6 +1,8 @@
 """Test helper: create the read-model tables from the processors' SQL migrations (read from
 disk — the query API must not import `processors`) and insert rows straight into them.
-Each write also adds its partial row to `run_search`, as a projection batch does.
+Each write also adds its partial row to `run_search`, as a projection batch does, and with
+`pages=True` rewrites the run's `run_page` search document, as the processors do after their
+batches (otherwise searches read `run_search`: the documents are missing or stale).
 
 The migration files use `{db}` for the database; statements are split the way the
 processors' runner splits them: `--` comment lines dropped, then split on `;`.
@@ -39,10 +41,13 @@ def ts(ms: int) -> dt.datetime:
 class ReadModels:
     """Inserts rows into one test database's read-model tables."""
 
-    def __init__(self, client: Any, database: str, project: str = "default") -> None:
+    def __init__(
+        self, client: Any, database: str, project: str = "default", *, pages: bool = False
+    ) -> None:
         self.client = client
         self.db = database
         self.project = project
+        self.pages = pages
         self._version = 0
 
     def migrate(self) -> ReadModels:
@@ -62,6 +67,19 @@ class ReadModels:
         self._insert(
             "run_search",
             {"project": project, "experiment_id": experiment_id, "run_id": run_id, **cols},
+        )
+        if self.pages:
+            self.refresh_page(run_id, experiment_id, project)
+
+    def refresh_page(
+        self, run_id: str, experiment_id: str = "1", project: str | None = None
+    ) -> None:
+        """Rewrite the run's `run_page` document from `run_search` (migration 0003)."""
+        self.client.command(
+            f"INSERT INTO {self.db}.run_page SELECT project, experiment_id, run_id, touches, doc"
+            f" FROM {self.db}.run_page_source WHERE project = {{p:String}}"
+            " AND experiment_id = {e:String} AND run_id = {r:String}",
+            parameters={"p": project or self.project, "e": experiment_id, "r": run_id},
         )
 
     def experiment(self, experiment_id: str, name: str, *, created: int = T0, **kw: Any) -> None:

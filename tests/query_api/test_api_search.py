@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from query_api.app import create_app
+from query_api.repository.runs import RunRepository
+from query_api.settings import Settings
 from tests.query_api.readmodels import T0, ReadModels
 from tests.query_api.testclient import TestClient
 
 pytestmark = pytest.mark.stack
 
 SEARCH = "/api/v1/runs/search"
+
+
+@pytest.fixture(params=["run_search", "run_page"])
+def models(request: pytest.FixtureRequest, chdb_client: Any, ch_database: str) -> ReadModels:
+    """Every search test twice: pages read from `run_search` (no search documents, as right
+    after a write) and from `run_page` documents kept fresh (as after the processors'
+    refresh; migration 0003)."""
+    pages = request.param == "run_page"
+    return ReadModels(chdb_client, ch_database, pages=pages).migrate()
+
+
+@pytest.fixture
+def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The run ids each search read from `run_search` instead of a `run_page` document."""
+    calls: list[list[str]] = []
+    read = RunRepository._rows
+
+    def spy(self: RunRepository, keys: Any) -> Any:
+        calls.append(sorted(k[2] for k in keys))
+        return read(self, keys)
+
+    monkeypatch.setattr(RunRepository, "_rows", spy)
+    return calls
 
 
 def seed(m: ReadModels) -> None:
@@ -232,3 +260,73 @@ def test_a_run_with_metric_rows_under_another_experiment_appears_once(
         SEARCH, json={"experiment_ids": ["1", "stray"], "order_by": ["metrics.acc DESC"]}
     ).json()["runs"]
     assert [run["run_id"] for run in ordered] == ["r", "s"]
+
+
+def edge_values(m: ReadModels) -> None:
+    """Runs whose values a JSON document could get wrong: non-finite and signed-zero floats,
+    floats JSON writes as integers, extreme magnitudes, escapes, NULLs, deleted tags."""
+    m.experiment("1", "exp-one")
+    m.run("p", "1", status="FINISHED", end=T0 + 10)
+    m.run("q", "1", start=T0 + 1, parent="p", fork_step=-3, name='q "\\/ \u00e9\u4e2d\n')
+    m.params("q", {"path": "a/b\\c", "quote": '"', "uni": "\u00e9\U0001f600", "": "empty"})
+    m.tags("q", {"t": "1", "gone": "x"})
+    m.tags("q", {"gone": "x"}, deleted=1)
+    m.points("p", "nan", [math.nan])
+    m.points("p", "inf", [1.0, math.inf], split="val")
+    m.points("p", "ninf", [-math.inf, 2.0])
+    m.points("p", "zero", [-0.0])
+    m.points("p", "ints", [3.0, 1e16, 2.0**63], steps=[-5, 0, 3_000_000])
+    m.points("q", "tiny", [5e-324, 1.7976931348623157e308, 0.1 + 0.2])
+    m.points("q", "ints", [-7.0])
+
+
+@pytest.fixture
+def doc_api(chdb_client: Any, ch_database: str) -> Iterator[tuple[ReadModels, TestClient]]:
+    """A test database whose writes refresh the search documents (until told otherwise)."""
+    m = ReadModels(chdb_client, ch_database, pages=True).migrate()
+    with TestClient(create_app(Settings(database=m.db), lambda: chdb_client)) as api:
+        yield m, api
+
+
+def test_a_document_reads_back_exactly_what_run_search_holds(
+    doc_api: tuple[ReadModels, TestClient], fallbacks: list[list[str]]
+) -> None:
+    """The same runs searched from `run_search` (no documents) and from their `run_page`
+    documents: byte-identical responses."""
+    m, api = doc_api
+    m.pages = False
+    edge_values(m)
+    bodies = [{"experiment_ids": ["1"]}, {"experiment_ids": ["1"], "order_by": ["metrics.ints"]}]
+    before = [api.post(SEARCH, json=b) for b in bodies]
+    assert fallbacks == [["p", "q"], ["p", "q"]]
+    m.refresh_page("p")
+    m.refresh_page("q")
+    after = [api.post(SEARCH, json=b) for b in bodies]
+    assert fallbacks == [["p", "q"], ["p", "q"]]  # no read of run_search rows since
+    assert [r.status_code for r in before + after] == [200] * 4
+    assert [r.content for r in after] == [r.content for r in before]
+    metrics = {x["key"]: x for x in after[0].json()["runs"][1]["metrics"]}
+    assert math.copysign(1, metrics["zero"]["last"]) == -1
+
+
+def test_a_stale_document_is_never_shown(
+    doc_api: tuple[ReadModels, TestClient], fallbacks: list[list[str]]
+) -> None:
+    """A run written after its document was made is read from `run_search`; the page's
+    other runs still come from their documents."""
+    models, api = doc_api
+    seed(models)
+    models.pages = False  # writes from here on: the processors have not refreshed yet
+    models.tags("a", {"team": "new"})
+    models.points("c", "acc", [0.1], steps=[9])
+    runs = {r["run_id"]: r for r in api.post(SEARCH, json={}).json()["runs"]}
+    assert fallbacks == [["a", "c"]]
+    assert runs["a"]["tags"] == {"team": "new"}
+    assert [m["last"] for m in runs["c"]["metrics"]] == [0.1]
+    assert ids(api, filter="metrics.acc > 0.9") == ["a"]  # c's latest acc is 0.1 now
+    models.refresh_page("a")
+    models.refresh_page("c")
+    fallbacks.clear()
+    again = {r["run_id"]: r for r in api.post(SEARCH, json={}).json()["runs"]}
+    assert fallbacks == []
+    assert again == runs
