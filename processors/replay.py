@@ -163,6 +163,7 @@ async def replay_async(
     # every run's search document at once (one pass over run_search, ~6 s per 100 k runs)
     proc.stale_pages.clear()
     await asyncio.to_thread(sink.refresh_pages)
+    await asyncio.to_thread(sink.compact_search)  # one part: search's FINAL merges nothing
     result.completed = True
     if switch:
         await asyncio.to_thread(ClickHouseSink(client, database).switch_to, tgt)

@@ -364,6 +364,16 @@ class ClickHouseSink:
                 },
             )
 
+    def compact_search(self) -> None:
+        """Merge `run_search` into one part (a no-op when it is one part already). Search
+        reads it with FINAL, which merges every key range that several parts share: over
+        100 k runs in 3 parts the page-key query took 77 ms, 20 ms once merged (0.7 s of
+        OPTIMIZE); ClickHouse's own merges leave a few parts of very different sizes."""
+        self.client.command(
+            f"OPTIMIZE TABLE {self.database}.run_search FINAL",
+            settings={"optimize_skip_merged_partitions": 1},
+        )
+
     def _guard(self, fn: Any) -> None:
         try:
             fn()

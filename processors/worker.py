@@ -59,6 +59,9 @@ class WorkerSettings:
     #: while batches keep coming, the search documents of the runs written are rewritten
     #: at most this often (and at once when the topic goes quiet); see migration 0003
     page_refresh_interval: float = 1.0
+    #: after writes, once the topic goes quiet, `run_search` is merged into one part (cheap
+    #: FINAL for search), at most every max(this, 50 x the last merge's duration) seconds
+    compact_interval: float = 30.0
 
 
 #: while batches keep coming, the freed C heap is given back at most this often
@@ -128,6 +131,8 @@ class ProjectionWorker:
         self._assigned: set[int] = set()
         self._last_pointer_check = 0.0
         self._pages_at = 0.0
+        self._compact_after = 0.0
+        self._search_written = False
 
     @property
     def database(self) -> str:
@@ -187,6 +192,7 @@ class ProjectionWorker:
                     if busy:
                         self._heap_dirty = True
                     await self._refresh_pages(busy, now)
+                    await self._compact_search(busy, now)
                     if self._heap_dirty and (not busy or now - self._trimmed_at > TRIM_EVERY_S):
                         self._heap_dirty = False
                         self._trimmed_at = now
@@ -213,6 +219,25 @@ class ProjectionWorker:
             await asyncio.to_thread(self.processor.refresh_pages)
         except Exception as exc:  # noqa: BLE001 - retried at the next refresh
             log.warning("search documents not refreshed (%s); retried later", exc)
+
+    async def _compact_search(self, busy: bool, now: float) -> None:
+        """Merge `run_search` into one part when the topic went quiet after writes, at most
+        every max(compact_interval, 50 x the last merge's duration): ~2 % of the time at
+        most, whatever the table's size."""
+        self._search_written |= busy
+        if busy or not self._search_written or now < self._compact_after:
+            return
+        if self._stopping.is_set():
+            return
+        self._search_written = False
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(self.processor.sink.compact_search)
+        except Exception as exc:  # noqa: BLE001 - only search speed depends on it
+            log.warning("run_search not compacted (%s); retried later", exc)
+            self._search_written = True
+        spent = time.monotonic() - started
+        self._compact_after = now + spent + max(self.settings.compact_interval, 50 * spent)
 
     # ---- the loop ----------------------------------------------------------------------
     async def step(self) -> int:

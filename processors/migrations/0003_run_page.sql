@@ -13,6 +13,10 @@
 -- only if that equals the run's current `touches` (which the page-key query returns);
 -- any other run of the page is read from `run_search` as before (query_api/repository/runs.py).
 --
+-- Granules of 64 rows: a page's 100 runs are scattered over the table, each costs its
+-- granule (~45 KB of documents at 64 rows); 100 runs among 100 k read in 13 ms, 30 ms with
+-- 1,024-row granules (the whole table).
+--
 -- The document: a JSON array [run, params, tags, m_last, m_count, m_sum, m_min, m_max,
 -- m_min_step, m_max_step] of the merged columns, times as epoch milliseconds, integers
 -- unquoted, non-finite floats as "nan"/"inf"/"-inf" (the view's SETTINGS hold the format).
@@ -49,7 +53,7 @@ CREATE TABLE IF NOT EXISTS {db}.run_page
 )
 ENGINE = ReplacingMergeTree(touches)
 ORDER BY (project, experiment_id, run_id)
-SETTINGS index_granularity = 1024;
+SETTINGS index_granularity = 64;
 
 INSERT INTO {db}.run_page SELECT project, experiment_id, run_id, touches, doc
 FROM {db}.run_page_source

@@ -298,3 +298,22 @@ def test_run_search_backfill_equals_the_projection(
         for stmt in second.statements(db):
             chdb_client.command(stmt)
         assert digest(chdb_client, db)["run_search"] == digest(chdb_client, src)["run_search"]
+
+
+def test_compact_search_leaves_one_part_and_the_same_rows(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    _reference(chdb_client, scratch_dbs)
+    db = scratch_dbs[-1]
+    rows = f"SELECT * FROM {db}.run_search FINAL ORDER BY project, experiment_id, run_id"
+    parts = (
+        "SELECT count() FROM system.parts WHERE database = %(db)s"
+        " AND table = 'run_search' AND active"
+    )
+    before = chdb_client.query(rows).result_rows
+    assert before
+    ClickHouseSink(chdb_client, db).compact_search()
+    assert chdb_client.query(parts, parameters={"db": db}).result_rows[0][0] == 1
+    assert chdb_client.query(rows).result_rows == before
+    ClickHouseSink(chdb_client, db).compact_search()  # one part already: nothing to do
+    assert chdb_client.query(rows).result_rows == before

@@ -112,3 +112,36 @@ def test_a_lone_record_waits_batch_linger_not_batch_timeout() -> None:
     consumer = _Trickle(gap_s=0.001)
     batch = _fetch(worker, consumer)  # type: ignore[arg-type]
     assert len([r for rs in batch.values() for r in rs]) > 1
+
+
+class _CountingSink:
+    def __init__(self) -> None:
+        self.compactions = 0
+
+    def compact_search(self) -> None:
+        self.compactions += 1
+
+
+def test_run_search_is_compacted_when_quiet_after_writes_and_not_more_often() -> None:
+    """Merging run_search into one part (cheap FINAL for search) happens on the first quiet
+    step after writes, never while batches keep coming, never without new writes, and not
+    again before compact_interval."""
+    worker = ProjectionWorker(
+        None, bootstrap="unused", database="unused", settings=WorkerSettings(compact_interval=30)
+    )
+    sink = _CountingSink()
+    worker.processor.sink = sink  # type: ignore[assignment]
+
+    def step(busy: bool, now: float) -> int:
+        asyncio.run(worker._compact_search(busy, now))
+        return sink.compactions
+
+    assert step(False, 1.0) == 0  # quiet, nothing written yet
+    assert step(True, 2.0) == 0  # busy
+    assert step(True, 3.0) == 0
+    assert step(False, 4.0) == 1  # quiet after writes
+    assert step(False, 5.0) == 1  # no new writes
+    assert step(True, 6.0) == 1
+    assert step(False, 7.0) == 1  # new writes, but within compact_interval of the last
+    assert step(False, 10_000.0) == 2  # the writes are still pending: compacted later
+    assert step(False, 20_000.0) == 2
