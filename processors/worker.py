@@ -122,6 +122,8 @@ class ProjectionWorker:
         #: running mean size of a record value (None until one is seen): sizes each
         #: getmany to the byte budget
         self._mean_record_bytes: float | None = None
+        #: the last fetch ended on time, not on a full batch: nothing more was buffered
+        self._caught_up = True
         #: records were projected since the last heap trim: trimmed on the next idle step,
         #: and every TRIM_EVERY_S while busy (after every busy step, the next batches
         #: only fault the same pages back in)
@@ -191,7 +193,7 @@ class ProjectionWorker:
                     now = time.monotonic()
                     if busy:
                         self._heap_dirty = True
-                    await self._refresh_pages(busy, now)
+                    await self._refresh_pages(busy and not self._caught_up, now)
                     await self._compact_search(busy, now)
                     if self._heap_dirty and (not busy or now - self._trimmed_at > TRIM_EVERY_S):
                         self._heap_dirty = False
@@ -206,13 +208,15 @@ class ProjectionWorker:
         finally:
             await self.stop()
 
-    async def _refresh_pages(self, busy: bool, now: float) -> None:
-        """Rewrite the search documents of the runs written since the last time, when the
-        topic went quiet or every `page_refresh_interval` while busy (a cache: a failure
-        only leaves searches reading those runs from `run_search`)."""
+    async def _refresh_pages(self, backlog: bool, now: float) -> None:
+        """Rewrite the search documents of the runs written since the last time: right after
+        a batch that emptied the consumer's buffer (a search right after a write then finds
+        the documents), and every `page_refresh_interval` while batches are full (a backlog:
+        the runs are written again soon). A cache: a failure only leaves searches reading
+        those runs from `run_search`."""
         if not self.processor.stale_pages or self._stopping.is_set():
             return
-        if busy and now - self._pages_at < self.settings.page_refresh_interval:
+        if backlog and now - self._pages_at < self.settings.page_refresh_interval:
             return
         self._pages_at = now
         try:
@@ -303,6 +307,7 @@ class ProjectionWorker:
                 break
             # the first records start the linger; later ones cannot move it (min)
             deadline = min(deadline, loop.time() + s.batch_linger)
+        self._caught_up = total < s.batch_size and size < s.batch_max_bytes
         return out
 
     def _rewind(self, consumer: AIOKafkaConsumer, fetched: dict[int, Any]) -> None:

@@ -145,3 +145,48 @@ def test_run_search_is_compacted_when_quiet_after_writes_and_not_more_often() ->
     assert step(False, 7.0) == 1  # new writes, but within compact_interval of the last
     assert step(False, 10_000.0) == 2  # the writes are still pending: compacted later
     assert step(False, 20_000.0) == 2
+
+
+def test_a_fetch_that_empties_the_buffer_is_caught_up_a_full_one_is_not() -> None:
+    worker = ProjectionWorker(
+        None,
+        bootstrap="unused",
+        database="unused",
+        settings=WorkerSettings(batch_max_bytes=1 << 20, batch_timeout=0.05),
+    )
+    consumer = _Buffered([40_000] * 40)  # 1.6 MB: one full batch, then the rest
+    assert _fetch(worker, consumer) and not worker._caught_up
+    assert _fetch(worker, consumer) and worker._caught_up
+    assert consumer.left() == 0
+
+
+class _StaleRuns:
+    def __init__(self) -> None:
+        self.stale_pages = {("p", "e", "r")}
+        self.refreshed = 0
+
+    def refresh_pages(self) -> int:
+        self.refreshed += 1
+        return 1
+
+
+def test_documents_are_refreshed_once_caught_up_and_at_an_interval_under_backlog() -> None:
+    worker = ProjectionWorker(
+        None,
+        bootstrap="unused",
+        database="unused",
+        settings=WorkerSettings(page_refresh_interval=1.0),
+    )
+    proc = _StaleRuns()
+    worker.processor = proc  # type: ignore[assignment]
+
+    def step(backlog: bool, now: float) -> int:
+        asyncio.run(worker._refresh_pages(backlog, now))
+        return proc.refreshed
+
+    assert step(True, 5.0) == 1  # first: the interval since "never" has passed
+    assert step(True, 5.5) == 1  # backlog: at most once a second
+    assert step(False, 5.6) == 2  # caught up: at once
+    assert step(True, 6.7) == 3
+    proc.stale_pages.clear()
+    assert step(False, 9.0) == 3  # nothing stale
