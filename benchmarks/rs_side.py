@@ -321,6 +321,8 @@ def series(api: str, points: int, repeats: int, timeout: float) -> dict[str, Any
 
 # ------------------------------------------------------------------------ 5: search
 SEARCH = {"filter": "metrics.loss < 0.5", "order_by": ["metrics.loss ASC"], "max_results": 100}
+#: scenario 5 searches again this long after the runs became visible (both servers)
+SETTLE_S = 10.0
 
 
 BULK_ABOVE = 1000  # more runs than this are produced in bulk (`bulk_runs`), not via the SDK
@@ -460,9 +462,16 @@ def runs_with_loss(http: httpx.Client, exp_id: str) -> int:
 
 
 def search(
-    api: str, runs: int, repeats: int, timeout: float, budget: float | None = None
+    api: str,
+    runs: int,
+    repeats: int,
+    timeout: float,
+    budget: float | None = None,
+    settle: float = SETTLE_S,
 ) -> dict[str, Any]:
-    """`runs` runs (loss, acc, 2 params) in a fresh experiment, then the filtered search.
+    """`runs` runs (loss, acc, 2 params) in a fresh experiment, then the filtered search:
+    `repeats` times as soon as every run is visible ("s"), and again `settle` seconds later
+    ("s_settled": the server's work after a load, such as search documents and merges, done).
 
     Up to BULK_ABOVE runs go through the SDK (3 calls per run); more are produced in bulk
     (`bulk_runs`). With `budget` (s), SDK run creation stops when it is spent: the search
@@ -492,15 +501,26 @@ def search(
             time.sleep(0.5)
             seen = runs_with_loss(http, exp_id)
         visible_s = time.perf_counter() - t
-        lat, rows = [], 0
-        for _ in range(repeats + 1):  # +1: the first is a warm-up
-            t1 = time.perf_counter()
-            r = http.post("/api/v1/runs/search", json={"experiment_ids": [exp_id], **SEARCH})
-            r.raise_for_status()
-            rows = len(r.json()["runs"])
-            lat.append(time.perf_counter() - t1)
+        rows = 0
+
+        def searches() -> list[float]:
+            nonlocal rows
+            lat = []
+            for _ in range(repeats + 1):  # +1: the first is a warm-up
+                t1 = time.perf_counter()
+                r = http.post("/api/v1/runs/search", json={"experiment_ids": [exp_id], **SEARCH})
+                r.raise_for_status()
+                rows = len(r.json()["runs"])
+                lat.append(time.perf_counter() - t1)
+            return lat[1:]
+
+        now = searches()
+        time.sleep(settle)
+        settled = searches()
     return {
-        "s": lat[1:],
+        "s": now,
+        "s_settled": settled,
+        "settle_s": settle,
         "rows": rows,
         "runs": runs,
         "logged_s": logged_s,
