@@ -59,6 +59,8 @@ class WorkerSettings:
     #: while batches keep coming, the search documents of the runs written are rewritten
     #: at most this often (and at once when the topic goes quiet); see migration 0003
     page_refresh_interval: float = 1.0
+    #: ... and right after a batch that emptied the consumer's buffer, at most this often
+    page_refresh_min_gap: float = 0.25
     #: after writes, once the topic goes quiet, `run_search` is merged into one part (cheap
     #: FINAL for search), at most every max(this, 50 x the last merge's duration) seconds
     compact_interval: float = 30.0
@@ -211,12 +213,14 @@ class ProjectionWorker:
     async def _refresh_pages(self, backlog: bool, now: float) -> None:
         """Rewrite the search documents of the runs written since the last time: right after
         a batch that emptied the consumer's buffer (a search right after a write then finds
-        the documents), and every `page_refresh_interval` while batches are full (a backlog:
-        the runs are written again soon). A cache: a failure only leaves searches reading
-        those runs from `run_search`."""
+        the documents; at most every `page_refresh_min_gap`), and every
+        `page_refresh_interval` while batches are full (a backlog: the runs are written
+        again soon). A cache: a failure only leaves searches reading those runs from
+        `run_search`."""
         if not self.processor.stale_pages or self._stopping.is_set():
             return
-        if backlog and now - self._pages_at < self.settings.page_refresh_interval:
+        s = self.settings
+        if now - self._pages_at < (s.page_refresh_interval if backlog else s.page_refresh_min_gap):
             return
         self._pages_at = now
         try:

@@ -155,8 +155,10 @@ def test_a_fetch_that_empties_the_buffer_is_caught_up_a_full_one_is_not() -> Non
         settings=WorkerSettings(batch_max_bytes=1 << 20, batch_timeout=0.05),
     )
     consumer = _Buffered([40_000] * 40)  # 1.6 MB: one full batch, then the rest
-    assert _fetch(worker, consumer) and not worker._caught_up
-    assert _fetch(worker, consumer) and worker._caught_up
+    assert _fetch(worker, consumer)
+    assert not worker._caught_up
+    assert _fetch(worker, consumer)
+    assert worker._caught_up
     assert consumer.left() == 0
 
 
@@ -175,7 +177,7 @@ def test_documents_are_refreshed_once_caught_up_and_at_an_interval_under_backlog
         None,
         bootstrap="unused",
         database="unused",
-        settings=WorkerSettings(page_refresh_interval=1.0),
+        settings=WorkerSettings(page_refresh_interval=1.0, page_refresh_min_gap=0.25),
     )
     proc = _StaleRuns()
     worker.processor = proc  # type: ignore[assignment]
@@ -186,7 +188,9 @@ def test_documents_are_refreshed_once_caught_up_and_at_an_interval_under_backlog
 
     assert step(True, 5.0) == 1  # first: the interval since "never" has passed
     assert step(True, 5.5) == 1  # backlog: at most once a second
-    assert step(False, 5.6) == 2  # caught up: at once
-    assert step(True, 6.7) == 3
+    assert step(False, 5.6) == 2  # caught up: at once ...
+    assert step(False, 5.7) == 2  # ... but not more than every 0.25 s
+    assert step(False, 5.9) == 3
+    assert step(True, 6.95) == 4
     proc.stale_pages.clear()
-    assert step(False, 9.0) == 3  # nothing stale
+    assert step(False, 9.0) == 4  # nothing stale
