@@ -20,7 +20,9 @@
 -- The document: a JSON array [run, params, tags, m_last, m_count, m_sum, m_min, m_max,
 -- m_min_step, m_max_step] of the merged columns, times as epoch milliseconds, integers
 -- unquoted, non-finite floats as "nan"/"inf"/"-inf" (the view's SETTINGS hold the format).
--- The view's filter on key columns (project, experiment_id, run_id) goes to PREWHERE under
+-- Whole columns only: under FINAL, `run.status` (a subcolumn) is read from one partial row,
+-- not the merged one (query_api/search/compile.py, rule on subcolumns); `tupleElement(run,
+-- 'status')` of the merged column is right. The view's filter on key columns (project, experiment_id, run_id) goes to PREWHERE under
 -- FINAL (`optimize_move_to_prewhere_if_final`): exact for sorting-key columns, and 15 instead
 -- of 86 ms for one run among 100 k.
 
@@ -29,13 +31,19 @@ ALTER TABLE {db}.run_search ADD COLUMN IF NOT EXISTS touches SimpleAggregateFunc
 CREATE VIEW IF NOT EXISTS {db}.run_page_source AS
 SELECT project, experiment_id, run_id, touches,
     toJSONString(tuple(
-        CAST(tuple(run.version, run.name, run.status, run.status_reason,
-                toUnixTimestamp64Milli(run.start_time), toUnixTimestamp64Milli(run.end_time),
-                run.deleted, run.notes, run.parent_run_id, run.fork_step, run.cloned_from_run_id),
+        CAST(tuple(tupleElement(run, 'version'), tupleElement(run, 'name'),
+                tupleElement(run, 'status'), tupleElement(run, 'status_reason'),
+                toUnixTimestamp64Milli(tupleElement(run, 'start_time')),
+                toUnixTimestamp64Milli(tupleElement(run, 'end_time')),
+                tupleElement(run, 'deleted'), tupleElement(run, 'notes'),
+                tupleElement(run, 'parent_run_id'), tupleElement(run, 'fork_step'),
+                tupleElement(run, 'cloned_from_run_id')),
             'Tuple(version UInt64, name String, status String, status_reason String, start_time Int64, end_time Nullable(Int64), deleted UInt8, notes String, parent_run_id Nullable(String), fork_step Nullable(Int64), cloned_from_run_id Nullable(String))'),
         params,
         tags,
-        mapApply((k, v) -> (k, CAST(tuple(v.step, toUnixTimestamp64Milli(v.timestamp), v.log_offset, v.idx, v.value),
+        mapApply((k, v) -> (k, CAST(tuple(tupleElement(v, 'step'),
+                toUnixTimestamp64Milli(tupleElement(v, 'timestamp')), tupleElement(v, 'log_offset'),
+                tupleElement(v, 'idx'), tupleElement(v, 'value')),
                 'Tuple(step Int64, timestamp Int64, log_offset UInt64, idx UInt32, value Float64)')),
             m_last),
         m_count, m_sum, m_min, m_max, m_min_step, m_max_step)) AS doc

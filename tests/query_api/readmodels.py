@@ -118,7 +118,7 @@ class ReadModels:
             "created_at": ts(start),
             "updated_at": ts(start),
             "event_id": f"r-{run_id}-{self._version}",
-            "version": self._next_version(),
+            "version": kw.get("version") or self._next_version(),
         }
         self._insert("runs", row)
         fields = ("name", "status", "status_reason", "start_time", "end_time", "deleted", "notes")

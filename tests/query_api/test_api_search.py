@@ -266,6 +266,11 @@ def edge_values(m: ReadModels) -> None:
     """Runs whose values a JSON document could get wrong: non-finite and signed-zero floats,
     floats JSON writes as integers, extreme magnitudes, escapes, NULLs, deleted tags."""
     m.experiment("1", "exp-one")
+    # partial rows of one run in a merged part and a newer one, and in both version orders:
+    # the document must hold the merged run (the latest version), as FINAL gives it
+    m.run("p", "1", status="RUNNING")
+    m.run("q", "1", start=T0 + 1, status="KILLED", version=999)
+    m.client.command(f"OPTIMIZE TABLE {m.db}.run_search FINAL")
     m.run("p", "1", status="FINISHED", end=T0 + 10)
     m.run("q", "1", start=T0 + 1, parent="p", fork_step=-3, name='q "\\/ \u00e9\u4e2d\n')
     m.params("q", {"path": "a/b\\c", "quote": '"', "uni": "\u00e9\U0001f600", "": "empty"})
@@ -330,3 +335,16 @@ def test_a_stale_document_is_never_shown(
     again = {r["run_id"]: r for r in api.post(SEARCH, json={}).json()["runs"]}
     assert fallbacks == []
     assert again == runs
+
+
+def test_a_document_holds_the_merged_run_not_one_partial_row(
+    doc_api: tuple[ReadModels, TestClient], fallbacks: list[list[str]]
+) -> None:
+    """Under FINAL a tuple's subcolumns (`run.status`) are read from one partial row, not
+    the merged one: the document must be built from the whole merged column."""
+    m, api = doc_api
+    m.run("p", status="RUNNING")
+    m.run("p", status="FINISHED", end=T0 + 10)
+    run = api.post(SEARCH, json={}).json()["runs"][0]
+    assert fallbacks == []  # the document was used
+    assert (run["status"], run["end_time"]) == ("FINISHED", T0 + 10)
