@@ -195,7 +195,7 @@ class ProjectionWorker:
                     now = time.monotonic()
                     if busy:
                         self._heap_dirty = True
-                    await self._refresh_pages(busy and not self._caught_up, now)
+                    await self._refresh_pages(busy, now)
                     await self._compact_search(busy, now)
                     if self._heap_dirty and (not busy or now - self._trimmed_at > TRIM_EVERY_S):
                         self._heap_dirty = False
@@ -211,12 +211,12 @@ class ProjectionWorker:
             await self.stop()
 
     async def _refresh_pages(self, backlog: bool, now: float) -> None:
-        """Rewrite the search documents of the runs written since the last time: right after
-        a batch that emptied the consumer's buffer (a search right after a write then finds
-        the documents; at most every `page_refresh_min_gap`), and every
-        `page_refresh_interval` while batches are full (a backlog: the runs are written
-        again soon). A cache: a failure only leaves searches reading those runs from
-        `run_search`."""
+        """Rewrite the search documents of the runs written since the last time: when the
+        topic went quiet (at most every `page_refresh_min_gap`), and every
+        `page_refresh_interval` while batches come (the runs are written again soon; not
+        after every batch: the refresh reads `run_search` FINAL and a worker busy with it
+        between batches slowed projection under rebalances in the full test suite). A cache:
+        a failure only leaves searches reading those runs from `run_search`."""
         if not self.processor.stale_pages or self._stopping.is_set():
             return
         s = self.settings
