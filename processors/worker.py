@@ -124,8 +124,6 @@ class ProjectionWorker:
         #: running mean size of a record value (None until one is seen): sizes each
         #: getmany to the byte budget
         self._mean_record_bytes: float | None = None
-        #: the last fetch ended on time, not on a full batch: nothing more was buffered
-        self._caught_up = True
         #: records were projected since the last heap trim: trimmed on the next idle step,
         #: and every TRIM_EVERY_S while busy (after every busy step, the next batches
         #: only fault the same pages back in)
@@ -210,7 +208,7 @@ class ProjectionWorker:
         finally:
             await self.stop()
 
-    async def _refresh_pages(self, backlog: bool, now: float) -> None:
+    async def _refresh_pages(self, busy: bool, now: float) -> None:
         """Rewrite the search documents of the runs written since the last time: when the
         topic went quiet (at most every `page_refresh_min_gap`), and every
         `page_refresh_interval` while batches come (the runs are written again soon; not
@@ -220,7 +218,7 @@ class ProjectionWorker:
         if not self.processor.stale_pages or self._stopping.is_set():
             return
         s = self.settings
-        if now - self._pages_at < (s.page_refresh_interval if backlog else s.page_refresh_min_gap):
+        if now - self._pages_at < (s.page_refresh_interval if busy else s.page_refresh_min_gap):
             return
         self._pages_at = now
         try:
@@ -311,7 +309,6 @@ class ProjectionWorker:
                 break
             # the first records start the linger; later ones cannot move it (min)
             deadline = min(deadline, loop.time() + s.batch_linger)
-        self._caught_up = total < s.batch_size and size < s.batch_max_bytes
         return out
 
     def _rewind(self, consumer: AIOKafkaConsumer, fetched: dict[int, Any]) -> None:

@@ -147,21 +147,6 @@ def test_run_search_is_compacted_when_quiet_after_writes_and_not_more_often() ->
     assert step(False, 20_000.0) == 2
 
 
-def test_a_fetch_that_empties_the_buffer_is_caught_up_a_full_one_is_not() -> None:
-    worker = ProjectionWorker(
-        None,
-        bootstrap="unused",
-        database="unused",
-        settings=WorkerSettings(batch_max_bytes=1 << 20, batch_timeout=0.05),
-    )
-    consumer = _Buffered([40_000] * 40)  # 1.6 MB: one full batch, then the rest
-    assert _fetch(worker, consumer)
-    assert not worker._caught_up
-    assert _fetch(worker, consumer)
-    assert worker._caught_up
-    assert consumer.left() == 0
-
-
 class _StaleRuns:
     def __init__(self) -> None:
         self.stale_pages = {("p", "e", "r")}
@@ -172,7 +157,7 @@ class _StaleRuns:
         return 1
 
 
-def test_documents_are_refreshed_once_caught_up_and_at_an_interval_under_backlog() -> None:
+def test_documents_are_refreshed_when_quiet_and_at_an_interval_while_busy() -> None:
     worker = ProjectionWorker(
         None,
         bootstrap="unused",
@@ -182,13 +167,13 @@ def test_documents_are_refreshed_once_caught_up_and_at_an_interval_under_backlog
     proc = _StaleRuns()
     worker.processor = proc  # type: ignore[assignment]
 
-    def step(backlog: bool, now: float) -> int:
-        asyncio.run(worker._refresh_pages(backlog, now))
+    def step(busy: bool, now: float) -> int:
+        asyncio.run(worker._refresh_pages(busy, now))
         return proc.refreshed
 
     assert step(True, 5.0) == 1  # first: the interval since "never" has passed
-    assert step(True, 5.5) == 1  # backlog: at most once a second
-    assert step(False, 5.6) == 2  # caught up: at once ...
+    assert step(True, 5.5) == 1  # busy: at most once a second
+    assert step(False, 5.6) == 2  # quiet: at once ...
     assert step(False, 5.7) == 2  # ... but not more than every 0.25 s
     assert step(False, 5.9) == 3
     assert step(True, 6.95) == 4
