@@ -59,7 +59,7 @@ class WorkerSettings:
     #: while batches keep coming, the search documents of the runs written are rewritten
     #: at most this often (and at once when the topic goes quiet); see migration 0003
     page_refresh_interval: float = 1.0
-    #: ... and right after a batch that emptied the consumer's buffer, at most this often
+    #: ... and when it goes quiet, at most this often
     page_refresh_min_gap: float = 0.25
     #: after writes, once the topic goes quiet, `run_search` is merged into one part (cheap
     #: FINAL for search), at most every max(this, 50 x the last merge's duration) seconds
@@ -211,10 +211,9 @@ class ProjectionWorker:
     async def _refresh_pages(self, busy: bool, now: float) -> None:
         """Rewrite the search documents of the runs written since the last time: when the
         topic went quiet (at most every `page_refresh_min_gap`), and every
-        `page_refresh_interval` while batches come (the runs are written again soon; not
-        after every batch: the refresh reads `run_search` FINAL and a worker busy with it
-        between batches slowed projection under rebalances in the full test suite). A cache:
-        a failure only leaves searches reading those runs from `run_search`."""
+        `page_refresh_interval` while batches come (the runs are written again soon, and
+        the refresh reads `run_search` FINAL). A cache: a failure only leaves searches
+        reading those runs from `run_search`."""
         if not self.processor.stale_pages or self._stopping.is_set():
             return
         s = self.settings
@@ -476,6 +475,11 @@ class ProjectionWorker:
             self._assigned = set(partitions)
             if self._consumer is not None and partitions:
                 await self._seek_assigned(self._consumer, partitions)
+            # and again once sought: a step that began its fetch while the positions were
+            # read got records from aiokafka's start position (Kafka's committed offset)
+            # and, after the seek, the same offsets again; it must drop them (`_rewind`), or
+            # one batch holds an offset twice and metric_summary counts its points twice
+            self._epoch += 1
 
     async def on_revoked(self, partitions: set[int]) -> None:
         self._epoch += 1

@@ -135,13 +135,27 @@ def check_points(client: Any, database: str, expect: dict[str, Any]) -> None:
         ).result_rows
         got = {f"{r}/{k}": (int(n), float(s)) for r, k, n, s in rows}
         want = {k: (expect["counts"][k], expect["sums"][k]) for k in expect["counts"]}
-        assert got == want, f"metric_points{final}"
+        assert got == want, f"metric_points{final}: " + _explain(client, db, got, want)
     rows = client.query(
         f"SELECT run_id, key, sum(count), sum(sum_value) FROM {db}.metric_summary"
         " GROUP BY run_id, key"
     ).result_rows
     got = {f"{r}/{k}": (int(n), float(s)) for r, k, n, s in rows}
-    assert got == {k: (expect["counts"][k], expect["sums"][k]) for k in expect["counts"]}
+    want = {k: (expect["counts"][k], expect["sums"][k]) for k in expect["counts"]}
+    assert got == want, "metric_summary: " + _explain(client, db, got, want)
+
+
+def _explain(client: Any, db: str, got: dict[str, Any], want: dict[str, Any]) -> str:
+    """What differs (got vs want per run/key) and every position row of the projection
+    (raw, unmerged ones included): overlapping batch ranges show a double write."""
+    diff = {k: (got.get(k), want.get(k)) for k in sorted(got.keys() | want.keys())}
+    diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+    rows = client.query(
+        "SELECT topic, log_partition, first_offset, last_offset, state, events, updated_at"
+        f" FROM {db}.projection_position ORDER BY topic, log_partition, first_offset, state"
+    ).result_rows
+    positions = "\n".join(" ".join(str(c) for c in r) for r in rows)
+    return f"differs {diff}\npositions (topic partition first last state events at):\n{positions}"
 
 
 def stale_pages(client: Any, database: str) -> list[tuple[str, str, str]]:

@@ -5,12 +5,14 @@ not take is lost (it stays buffered for the next fetch)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.structs import TopicPartition
 
+from processors.sink import Resume
 from processors.worker import ProjectionWorker, WorkerSettings
 
 
@@ -179,3 +181,108 @@ def test_documents_are_refreshed_when_quiet_and_at_an_interval_while_busy() -> N
     assert step(True, 6.95) == 4
     proc.stale_pages.clear()
     assert step(False, 9.0) == 4  # nothing stale
+
+
+class _Rebalancing:
+    """A consumer of partition 0 (records 37-46), newly assigned: its fetcher already holds
+    37-45 from Kafka's committed offset when the worker seeks to ClickHouse's position (37):
+    what was handed out before the seek comes again after it, as with aiokafka."""
+
+    def __init__(self, first_getmany_done: Any) -> None:
+        self.first_getmany_done = first_getmany_done
+        self.sought = asyncio.Event()
+        self.position = 37
+        self.end = 47
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        if not self.first_getmany_done.is_set():
+            self.first_getmany_done.set()  # lets the assignment's read of positions finish
+            self.position = 46
+            return {TopicPartition("t", 0): self._records(37, 46)}
+        if not self.sought.is_set():  # the fetch of 46 is answered after the seek
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.sought.wait(), timeout_ms / 1000)
+        recs, self.position = self._records(self.position, self.end), self.end
+        return {TopicPartition("t", 0): recs} if recs else {}
+
+    @staticmethod
+    def _records(lo: int, hi: int) -> list[Any]:
+        return [SimpleNamespace(value=b"x", offset=o, timestamp=0, key=None) for o in range(lo, hi)]
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.position = offset
+        self.sought.set()
+
+    def highwater(self, tp: Any) -> int:
+        return self.end
+
+    async def commit(self, offsets: Any) -> None:
+        return None
+
+
+class _Positions:
+    """ClickHouse's positions, answered once `release` is set (a slow read)."""
+
+    def __init__(self, release: Any) -> None:
+        self.release = release
+
+    def positions(self, topic: str) -> dict[int, Resume]:
+        assert self.release.wait(10)
+        return {0: Resume(37)}
+
+
+class _Recorder:
+    """BatchProcessor stand-in: records the offsets of every batch prepared."""
+
+    def __init__(self, sink: _Positions) -> None:
+        self.sink = sink
+        self.batches: list[list[int]] = []
+        self.stale_pages: set[Any] = set()
+
+    def forget(self, partition: int | None = None) -> None:
+        return None
+
+    def prepare(self, topic: str, partition: int, records: list[Any]) -> Any:
+        self.batches.append([r.offset for r in records])
+        return SimpleNamespace(last=records[-1].offset)
+
+    async def commit(self, batch: Any) -> float:
+        return 0.0
+
+
+def test_records_fetched_across_an_assignment_seek_are_not_processed_twice() -> None:
+    """An assignment increments the epoch, then waits for ClickHouse's positions and seeks;
+    a step that started in between fetched records from the old position and, after the
+    seek, the same offsets again. The step must drop what it fetched (the epoch changes
+    when the seeks are done), never project a batch holding an offset twice: the summary
+    tables would count those points twice (metric_points collapses them)."""
+    import threading
+
+    async def scenario() -> list[list[int]]:
+        worker = ProjectionWorker(
+            None,
+            bootstrap="unused",
+            database="unused",
+            settings=WorkerSettings(
+                batch_timeout=5.0, batch_linger=5.0, pointer_check_interval=3600
+            ),
+        )
+        worker._last_pointer_check = float("inf")
+        release = threading.Event()
+        consumer = _Rebalancing(release)
+        worker._consumer = consumer  # type: ignore[assignment]
+        recorder = _Recorder(_Positions(release))
+        worker.processor = recorder  # type: ignore[assignment]
+        worker.next_offsets[0] = 37
+
+        assigning = asyncio.create_task(worker.on_assigned({0}))
+        await asyncio.sleep(0)  # the assignment took the lock; epoch already incremented
+        assert worker._lock.locked()
+        for _ in range(3):
+            await worker.step()
+        await assigning
+        return recorder.batches
+
+    batches = asyncio.run(scenario())
+    offsets = [o for b in batches for o in b]
+    assert offsets == list(range(37, 47)), str(batches)
