@@ -9,6 +9,7 @@ done. Nothing is acknowledged to Kafka before `commit` returned.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,6 +65,27 @@ async def retry_batch(
         else:
             on_success()
             return result
+
+
+def _from_offset(records: Sequence[SourceEvent], done: int) -> list[SourceEvent]:
+    """The records at or after offset `done`, each offset once, in log order. A batch's
+    offsets increase strictly; one that comes twice (records fetched on both sides of a
+    seek) is the same record, and projected twice its points would be counted twice by the
+    summary tables, whose rows add up (metric_points would collapse them: a silent error)."""
+    out = [r for r in records if r.offset >= done]
+    if all(a.offset < b.offset for a, b in itertools.pairwise(out)):
+        return out
+    once = sorted({r.offset: r for r in reversed(out)}.values(), key=lambda r: r.offset)
+    log.warning(
+        "%s[%d]: %d records of a batch came twice or out of order (offsets %d-%d); each"
+        " is projected once",
+        out[0].topic,
+        out[0].partition,
+        len(out) - len(once),
+        once[0].offset,
+        once[-1].offset,
+    )
+    return once
 
 
 @dataclass
@@ -128,7 +150,7 @@ class BatchProcessor:
         if done is None:
             resume = self.sink.positions(topic).get(partition)
             done = self.done[partition] = resume.offset if resume is not None else 0
-        records = [r for r in records if r.offset >= done]
+        records = _from_offset(records, done)
         if not records:
             return None
         decoded: list[Decoded] = []

@@ -260,6 +260,25 @@ def test_a_zombie_worker_cannot_write_over_the_new_owner(chdb_client: Any, read_
         chdb_client.command(f"DROP DATABASE IF EXISTS {clean} SYNC")
 
 
+def test_records_delivered_twice_in_one_batch_are_projected_once(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """Records fetched on both sides of a consumer seek come twice in one batch, at the same
+    offsets. Projected twice, their points would be counted twice by metric_summary and
+    run_search (metric_points collapses them, hiding it); each must be projected once."""
+    recs = LOG[0]
+    twice, once = new_db_name("twice"), new_db_name("once")
+    for db, batch in ((twice, recs[:6] + recs[1:]), (once, recs)):
+        scratch_dbs.append(db)
+        migrate(chdb_client, db)
+        proc = BatchProcessor(ClickHouseSink(chdb_client, db))
+        prepared = proc.prepare("t", 0, batch)
+        assert prepared is not None
+        assert [r.offset for r in prepared.records] == [r.offset for r in recs]
+        asyncio.run(proc.commit(prepared))
+    assert digest(chdb_client, twice) == digest(chdb_client, once)
+
+
 def test_a_batch_touching_thousands_of_runs_stays_under_the_query_size_limit(
     chdb_client: Any, read_db: str
 ) -> None:
