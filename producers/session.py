@@ -324,7 +324,9 @@ def forget(run: Run) -> None:
 def shutdown(
     status: str | None = None, reason: str | None = None, timeout: float = EXIT_TIMEOUT_S
 ) -> None:
-    """End every active run (default FINISHED) and close every engine, bounded."""
+    """End every active run (default FINISHED) and close every engine, bounded. A run whose
+    engine was closed under it can never be ended: reported once and forgotten (the atexit
+    hook calls this again)."""
     with _lock:
         runs = list(reversed(_active))
         engines = list(_engines.values())
@@ -333,6 +335,8 @@ def shutdown(
             run.end(status or "FINISHED", reason=reason, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - at exit: report, never hide
             sys.stderr.write(f"runstream: ending run {run.id} failed: {exc!r}\n")
+            if run.engine.closed:
+                forget(run)
     for eng in engines:
         try:
             eng.close(timeout)

@@ -354,7 +354,9 @@ def test_non_owner_can_end_the_run_explicitly(start: Any) -> None:
     assert [(e.status.value, e.reason) for e in changed] == [("FAILED", "rank 3 saw NaNs")]
 
 
-def test_engine_close_from_many_threads_closes_once(tmp_path: Path) -> None:
+def test_engine_close_from_many_threads_closes_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Threads ending at once (atexit, a signal handler, the main thread): one closes, the
     others wait for it and get its result; every point is in the spool exactly once."""
     import threading
@@ -401,4 +403,9 @@ def test_engine_close_from_many_threads_closes_once(tmp_path: Path) -> None:
     assert len(set(results)) == 1
     got = points([codec.decode(r.payload) for r in SpoolReader(engine.spool_dir).read(1 << 40)])
     assert sorted(s for (_k, _sp, s, _v) in got.values()) == list(range(1000))
-    producers.shutdown(timeout=1.0)  # the run's engine is gone: forgets the run, no error
+    capsys.readouterr()
+    producers.shutdown(timeout=1.0)  # the run's engine is gone: reported once, then forgotten
+    assert capsys.readouterr().err.count(f"ending run {run.id} failed") == 1
+    assert producers.active_run() is None
+    producers.shutdown(timeout=1.0)  # as atexit would: nothing left to end
+    assert capsys.readouterr().err == ""
