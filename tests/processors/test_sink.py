@@ -336,3 +336,51 @@ def test_compact_search_leaves_one_part_and_the_same_rows(
     assert chdb_client.query(rows).result_rows == before
     ClickHouseSink(chdb_client, db).compact_search()  # one part already: nothing to do
     assert chdb_client.query(rows).result_rows == before
+
+
+def test_point_codecs_apply_to_old_parts_when_merged_and_keep_every_point(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """Migration 0004 (Delta codecs of metric_points' step and idx) on a database that
+    already holds points: metadata only, the points read back the same, and the parts
+    merged afterwards store step and idx in a fraction of the space."""
+    db = new_db_name("codecs")
+    scratch_dbs.append(db)
+    older = [m for m in migrations() if m.version < 4]
+    codecs = migrations()[3]
+    assert codecs.name == "0004_point_codecs.sql"
+    chdb_client.command(f"CREATE DATABASE {db}")
+    for m in older:
+        for stmt in m.statements(db):
+            chdb_client.command(stmt)
+    # wide parts (one file per column) even when small, so each column's size is known
+    chdb_client.command(
+        f"ALTER TABLE {db}.metric_points MODIFY SETTING min_bytes_for_wide_part = 0"
+    )
+    w = Writer()
+    steps = np.arange(50_000, dtype=np.int64)
+    items = [("MetricsLogged", w.metrics("r1", steps, ["loss", "acc"], seed=s)) for s in range(2)]
+    proc = BatchProcessor(ClickHouseSink(chdb_client, db))
+    batch = proc.prepare("t", 0, source(items))
+    assert batch is not None
+    asyncio.run(proc.commit(batch))
+
+    def sizes() -> dict[str, int]:
+        rows = chdb_client.query(
+            "SELECT column, sum(column_data_compressed_bytes) FROM system.parts_columns"
+            " WHERE database = %(db)s AND table = 'metric_points' AND active"
+            " AND column IN ('step', 'idx') GROUP BY column",
+            parameters={"db": db},
+        ).result_rows
+        return {c: int(n) for c, n in rows}
+
+    before, plain = digest(chdb_client, db)["metric_points"], sizes()
+    for _ in range(2):  # a crash before it was recorded runs it again
+        for stmt in codecs.statements(db):
+            chdb_client.command(stmt)
+    chdb_client.command(f"OPTIMIZE TABLE {db}.metric_points FINAL")
+    assert digest(chdb_client, db)["metric_points"] == before
+    assert before["count"] == 200_000
+    delta = sizes()
+    for column in ("step", "idx"):
+        assert delta[column] * 4 < plain[column], (column, plain, delta)
