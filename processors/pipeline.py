@@ -70,8 +70,8 @@ async def retry_batch(
 def _from_offset(records: Sequence[SourceEvent], done: int) -> list[SourceEvent]:
     """The records at or after offset `done`, each offset once, in log order. A batch's
     offsets increase strictly; one that comes twice (records fetched on both sides of a
-    seek) is the same record, and projected twice its points would be counted twice by the
-    summary tables, whose rows add up (metric_points would collapse them: a silent error)."""
+    seek) is the same record: projected twice, its points would be counted twice for good
+    by the summary tables, whose rows add up (and by metric_points until a merge)."""
     out = [r for r in records if r.offset >= done]
     if all(a.offset < b.offset for a, b in itertools.pairwise(out)):
         return out
