@@ -82,3 +82,26 @@ def point_totals(client: Any, database: str) -> dict[str, Any]:
         ).result_rows
         out[label] = {f"{r}/{k}": [int(n), float(v)] for r, k, n, v in rows}
     return out
+
+
+def summary_mismatches(client: Any, database: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """The series whose `metric_summary` count differs from their points in `metric_points`
+    (FINAL), up to `limit`: none in read models projected by this code. Read models from
+    before the worker's fix of its assignment race (a batch could hold offsets twice, see
+    processors/README.md) can count some points twice here; `runstream replay` rebuilds
+    them."""
+    db = check_identifier(database)
+    rows = client.query(
+        "SELECT run_id, key, split, s.n, p.n FROM (SELECT toString(run_id) AS run_id,"
+        " toString(key) AS key, toString(split) AS split, sum(count) AS n"
+        f" FROM {db}.metric_summary GROUP BY run_id, key, split) AS s FULL OUTER JOIN"
+        " (SELECT toString(run_id) AS run_id, toString(key) AS key, toString(split) AS split,"
+        f" toUInt64(count()) AS n FROM {db}.metric_points FINAL GROUP BY run_id, key, split)"
+        " AS p USING (run_id, key, split) WHERE s.n != p.n ORDER BY run_id, key, split"
+        " LIMIT {limit:UInt32}",
+        parameters={"limit": limit},
+    ).result_rows
+    return [
+        {"run_id": r, "key": k, "split": sp, "summary_count": int(a), "points": int(b)}
+        for r, k, sp, a, b in rows
+    ]

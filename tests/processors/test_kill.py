@@ -191,6 +191,7 @@ def test_sigkill_while_events_flow_loses_and_duplicates_nothing(
     want = {k: [expect["counts"][k], expect["sums"][k]] for k in expect["counts"]}
     assert report["points"]["final"] == want
     assert report["points"]["raw"] == want  # no duplicate even without FINAL
+    assert report["summary_mismatches"] == []  # no batch counted twice in metric_summary
     for table, d in report["digest"].items():
         if "raw_count" in d:
             assert d["raw_count"] == d["count"], table

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.digest import APPEND_ONLY, digest
+from processors.digest import APPEND_ONLY, digest, summary_mismatches
 from processors.errors import PartitionTaken, ReadModelWriteFailed
 from processors.migrate import migrate, migrations
 from processors.model import SourceEvent
@@ -277,6 +277,30 @@ def test_records_delivered_twice_in_one_batch_are_projected_once(
         assert [r.offset for r in prepared.records] == [r.offset for r in recs]
         asyncio.run(proc.commit(prepared))
     assert digest(chdb_client, twice) == digest(chdb_client, once)
+    assert summary_mismatches(chdb_client, twice) == []
+
+
+def test_summary_mismatches_lists_series_whose_summary_disagrees_with_their_points(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """`--verify`'s check for read models projected before the fix of duplicated offsets: a
+    summary row written twice (as that bug did) shows up with both counts; none otherwise."""
+    _reference(chdb_client, scratch_dbs)
+    db = scratch_dbs[-1]
+    assert summary_mismatches(chdb_client, db) == []
+    run_id, key, split, n = chdb_client.query(
+        f"SELECT run_id, key, split, sum(count) FROM {db}.metric_summary"
+        " GROUP BY run_id, key, split ORDER BY run_id, key, split LIMIT 1"
+    ).result_rows[0]
+    chdb_client.command(
+        f"INSERT INTO {db}.metric_summary SELECT * FROM {db}.metric_summary"
+        " WHERE run_id = {r:String} AND key = {k:String} AND split = {s:String}",
+        parameters={"r": run_id, "k": key, "s": split},
+        settings={"insert_deduplicate": 0},
+    )
+    assert summary_mismatches(chdb_client, db) == [
+        {"run_id": run_id, "key": key, "split": split, "summary_count": 2 * n, "points": n}
+    ]
 
 
 def test_a_batch_touching_thousands_of_runs_stays_under_the_query_size_limit(
