@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from types import SimpleNamespace
 from typing import Any
@@ -255,8 +256,7 @@ def test_records_fetched_across_an_assignment_seek_are_not_processed_twice() -> 
     a step that started in between fetched records from the old position and, after the
     seek, the same offsets again. The step must drop what it fetched (the epoch changes
     when the seeks are done), never project a batch holding an offset twice: the summary
-    tables would count those points twice (metric_points collapses them)."""
-    import threading
+    tables would count those points twice for good (metric_points until a merge)."""
 
     async def scenario() -> list[list[int]]:
         worker = ProjectionWorker(
