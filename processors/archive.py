@@ -45,6 +45,13 @@ def segment_key(prefix: str, topic: str, partition: int, first: int, last: int) 
     return f"{prefix}archive/{topic}/{partition}/{first:020d}-{last:020d}.avro"
 
 
+#: The container's block codec: Avro's standard `zstandard` (read by Avro's own libraries
+#: given the zstandard module). `deflate`, used before, took ~215 ms of CPU per 17 MB batch
+#: (zstandard ~15 ms, and smaller): half of serve's samples while it caught up on a
+#: backlog. Segments written with deflate stay readable (the codec is in each file).
+CODEC = "zstandard"
+
+
 def encode_segment(records: Sequence[SourceEvent]) -> bytes:
     buf = io.BytesIO()
     fastavro.writer(
@@ -61,7 +68,7 @@ def encode_segment(records: Sequence[SourceEvent]) -> bytes:
             }
             for r in records
         ),
-        codec="deflate",
+        codec=CODEC,
     )
     return buf.getvalue()
 

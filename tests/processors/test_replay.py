@@ -3,14 +3,18 @@ straight projection, then the pointer switches (chDB; the S3 client is an in-mem
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 from typing import Any
 
+import avro.datafile
+import avro.io
+import fastavro
 import pytest
 
 from processors import EventArchive, digest, migrate, replay
-from processors.archive import decode_segment, encode_segment
+from processors.archive import ARCHIVE_SCHEMA, CODEC, decode_segment, encode_segment
 from processors.sink import ClickHouseSink
 
 from .conftest import new_db_name
@@ -45,6 +49,22 @@ class _FakeS3:
 def test_segment_round_trip_keeps_the_original_bytes() -> None:
     recs = LOG[0]
     assert list(decode_segment(encode_segment(recs))) == recs
+
+
+def test_a_segment_is_a_standard_avro_file_and_older_deflate_ones_still_read() -> None:
+    """Any Avro tool reads a segment (here Apache's own `avro` library); segments written
+    with the earlier deflate codec decode the same."""
+    recs = LOG[0]
+    data = encode_segment(recs)
+    with avro.datafile.DataFileReader(io.BytesIO(data), avro.io.DatumReader()) as reader:
+        assert reader.codec == CODEC == "zstandard"
+        rows = list(reader)
+    assert [(r["offset"], r["key"], r["value"]) for r in rows] == [
+        (r.offset, r.key, r.value) for r in recs
+    ]
+    old = io.BytesIO()
+    fastavro.writer(old, ARCHIVE_SCHEMA, (dataclasses.asdict(r) for r in recs), codec="deflate")
+    assert list(decode_segment(old.getvalue())) == recs
 
 
 def test_replay_from_archive_is_interruptible_resumable_and_equal(
