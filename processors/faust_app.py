@@ -52,7 +52,7 @@ from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
 from processors.errors import PartitionTaken
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
-from processors.pipeline import BatchProcessor, PreparedBatch, retry_batch
+from processors.pipeline import BatchProcessor, PreparedBatch, retry_batch, split_by_bytes
 from processors.sink import ClickHouseSink, Resume
 from processors.telemetry import WorkerMetrics
 
@@ -240,16 +240,7 @@ class FaustProjector:
 
     def _split(self, recs: list[SourceEvent]) -> list[list[SourceEvent]]:
         """At most `batch_max_bytes` of values per batch (take() counts events only)."""
-        out: list[list[SourceEvent]] = []
-        size = 0
-        for r in recs:
-            n = len(r.value or b"")
-            if not out or size + n > self.settings.batch_max_bytes:
-                out.append([])
-                size = 0
-            out[-1].append(r)
-            size += n
-        return out
+        return split_by_bytes(recs, self.settings.batch_max_bytes)
 
     async def _process(self, partition: int, records: list[SourceEvent], rebalance: int) -> None:
         try:

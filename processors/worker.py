@@ -33,7 +33,7 @@ from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
 from processors.errors import PartitionTaken, ProcessorError
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
-from processors.pipeline import BatchProcessor, PreparedBatch, retry_batch
+from processors.pipeline import BatchProcessor, PreparedBatch, retry_batch, split_by_bytes
 from processors.sink import ClickHouseSink
 from processors.telemetry import WorkerMetrics
 
@@ -320,13 +320,14 @@ class ProjectionWorker:
     def _batches(
         self, partition: int, msgs: Sequence[ConsumerRecord[Any, Any]]
     ) -> list[list[SourceEvent]]:
-        """Split into batches; a pending intent range is re-assembled with its exact bounds."""
+        """Split into batches of at most `batch_max_bytes`; a pending intent range is
+        re-assembled with its exact bounds."""
         recs = [
             SourceEvent(self.topic, partition, m.offset, m.timestamp, m.key, m.value) for m in msgs
         ]
         redo_last = self._redo.get(partition)
         if redo_last is None:
-            return [recs] if recs else []
+            return split_by_bytes(recs, self.settings.batch_max_bytes)
         buf = self._redo_buf[partition]
         buf.extend(r for r in recs if r.offset <= redo_last)
         rest = [r for r in recs if r.offset > redo_last]
@@ -335,7 +336,7 @@ class ProjectionWorker:
         out = [list(buf)]
         del self._redo[partition]
         self._redo_buf.pop(partition, None)
-        return out + ([rest] if rest else [])
+        return out + split_by_bytes(rest, self.settings.batch_max_bytes)
 
     async def _process_all(
         self, consumer: AIOKafkaConsumer, partition: int, msgs: Sequence[ConsumerRecord[Any, Any]]
@@ -353,18 +354,23 @@ class ProjectionWorker:
     ) -> int:
         tp = TopicPartition(self.topic, partition)
         epoch = self._epoch
+        span = (
+            f"offsets {records[0].offset}-{records[-1].offset}, {len(records)} records,"
+            f" {sum(len(r.value or b'') for r in records):,} bytes"
+        )
         try:
             batch: PreparedBatch | None = await self._retry(
                 partition,
                 epoch,
                 lambda: asyncio.to_thread(self.processor.prepare, self.topic, partition, records),
                 on_error=lambda: self.processor.forget(partition),
+                span=span,
             )
             if batch is None:  # all projected already
                 self.next_offsets[partition] = records[-1].offset + 1
                 return 0
             prepared = batch
-            await self._retry(partition, epoch, lambda: self.processor.commit(prepared))
+            await self._retry(partition, epoch, lambda: self.processor.commit(prepared), span=span)
         except _Taken:
             # Our view of this partition is stale (we were a zombie, or a zombie wrote in
             # front of us): continue from ClickHouse's position, never past unwritten records
@@ -387,6 +393,7 @@ class ProjectionWorker:
         epoch: int,
         fn: Callable[[], Awaitable[T]],
         on_error: Callable[[], None] | None = None,
+        span: str = "",
     ) -> T:
         failing = self.metrics.failing.labels(self.topic, str(partition))
 
@@ -409,7 +416,7 @@ class ProjectionWorker:
         try:
             return await retry_batch(
                 fn,
-                what=f"{self.topic}[{partition}]",
+                what=f"{self.topic}[{partition}]" + (f" ({span})" if span else ""),
                 check=check,
                 pause=pause,
                 backoff_max=self.settings.retry_backoff_max,

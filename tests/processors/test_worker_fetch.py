@@ -23,7 +23,9 @@ class _Buffered:
     def __init__(self, sizes: list[int]) -> None:
         self.parts = {p: deque() for p in range(4)}  # type: ignore[var-annotated]
         for i, n in enumerate(sizes):
-            self.parts[i % 4].append(SimpleNamespace(value=b"x" * n, offset=i))
+            self.parts[i % 4].append(
+                SimpleNamespace(value=b"x" * n, offset=i, timestamp=0, key=b"k")
+            )
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
         out: dict[Any, list[Any]] = {}
@@ -61,6 +63,25 @@ def test_a_batch_is_about_batch_max_bytes_whatever_is_buffered() -> None:
         assert got <= budget + record, got  # at most one record over
     assert seen == 400  # everything came, none twice
     assert consumer.left() == 0
+
+
+def test_batches_stay_within_batch_max_bytes_when_record_sizes_jump() -> None:
+    """Small run events first, then large metric events: the fetch, which sizes its record
+    count from the records seen so far, takes many budgets at once; the batches projected
+    still hold about batch_max_bytes each, every record once and in order. (A 77 MB batch
+    of 3.75 M points made chDB's insert exceed its per-query memory cap, retried forever.)"""
+    budget = 1 << 20
+    worker = ProjectionWorker(
+        None, bootstrap="unused", database="unused", settings=WorkerSettings(batch_max_bytes=budget)
+    )
+    big = 300_000
+    consumer = _Buffered([200] * 4 + [big] * 80)
+    fetched = _fetch(worker, consumer)
+    assert sum(len(r.value) for rs in fetched.values() for r in rs) > 8 * budget  # the premise
+    for partition, records in fetched.items():
+        batches = worker._batches(partition, records)
+        assert [r.offset for b in batches for r in b] == [r.offset for r in records]
+        assert all(sum(len(r.value) for r in b) <= budget for b in batches)
 
 
 def test_small_records_still_fill_a_batch_by_count() -> None:
