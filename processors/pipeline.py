@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,9 @@ class BatchProcessor:
         #: an ownership check (`sink.check_owner`) is trusted this long; a write after a
         #: longer gap (this process was frozen: GC, SIGSTOP, a paused VM) checks again first
         self.lease_s = lease_s
+        #: per partition, when its ownership was last checked (batches a few ms apart share
+        #: one check: a query of ~3 ms each time is a tenth of a small batch's cost)
+        self.checked: dict[int, float] = {}
         self.archive = archive
         self.dlq = dlq
         self.metrics = metrics
@@ -146,15 +150,20 @@ class BatchProcessor:
         self.done: dict[int, int] = {}
         #: runs whose `run_page` search document is behind `run_search` (refresh_pages)
         self.stale_pages: set[tuple[str, str, str]] = set()
+        #: called after each committed batch (`runstream serve` wakes the API's reads that
+        #: wait for their writes to be projected); must not block
+        self.on_done: list[Callable[[], None]] = []
 
     def forget(self, partition: int | None = None) -> None:
         """Drop cached state (partition revoked, batch abandoned, database switched)."""
         if partition is None:
             self.states.clear()
             self.done.clear()
+            self.checked.clear()
         else:
             self.states.pop(partition, None)
             self.done.pop(partition, None)
+            self.checked.pop(partition, None)
 
     def prepare(
         self, topic: str, partition: int, records: Sequence[SourceEvent]
@@ -189,15 +198,14 @@ class BatchProcessor:
     async def commit(self, batch: PreparedBatch) -> float:
         """Write the batch everywhere, then mark it done; returns the sink seconds."""
         t, p, first, last = batch.topic, batch.partition, batch.first, batch.last
-        checked = 0.0
 
         def fence() -> None:
             """Raise PartitionTaken unless this batch's partition is still ours (checked
-            in ClickHouse at most every `lease_s`)."""
-            nonlocal checked
-            if time.monotonic() - checked > self.lease_s:
+            in ClickHouse at most every `lease_s`, across the partition's batches)."""
+            if time.monotonic() - self.checked.get(p, -math.inf) > self.lease_s:
+                self.checked.pop(p, None)
                 self.sink.check_owner(t, p, first, last)
-                checked = time.monotonic()
+                self.checked[p] = time.monotonic()
 
         def intent() -> None:
             fence()
@@ -217,6 +225,11 @@ class BatchProcessor:
         )
         await asyncio.to_thread(done)
         self.done[p] = last + 1
+        for listener in self.on_done:
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - the batch is committed; a listener is a hint
+                log.exception("batch-done listener failed")
         rows = batch.projected.rows
         self.stale_pages.update(
             zip(

@@ -105,18 +105,21 @@ class ClickHouseSink:
     def _position(
         self, topic: str, partition: int, first: int, last: int, state: int, events: int
     ) -> None:
-        self.client.insert(
-            f"{self.database}.projection_position",
-            [[topic, partition, first, last, state, events, dt.datetime.now(dt.timezone.utc)]],
-            column_names=[
-                "topic",
-                "log_partition",
-                "first_offset",
-                "last_offset",
-                "state",
-                "events",
-                "updated_at",
-            ],
+        # one row as an INSERT ... VALUES statement: on chDB, `client.insert` goes through a
+        # Native temp file (2.9 ms a row here, 1.4 ms this way), and a small batch writes two
+        self.client.command(
+            f"INSERT INTO {self.database}.projection_position (topic, log_partition,"
+            " first_offset, last_offset, state, events, updated_at) VALUES"
+            " (%(t)s, %(p)s, %(f)s, %(l)s, %(s)s, %(e)s, %(u)s)",
+            parameters={
+                "t": topic,
+                "p": partition,
+                "f": first,
+                "l": last,
+                "s": state,
+                "e": events,
+                "u": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            },
         )
 
     def check_owner(self, topic: str, partition: int, first: int, last: int) -> None:

@@ -19,6 +19,37 @@ from processors.sink import ClickHouseSink
 REPO_ROOT = __file__.rsplit("/tests/", 1)[0]
 
 
+def is_write(name: str, args: tuple[Any, ...]) -> bool:
+    """Whether a client call writes: `insert`, `insert_arrow`, or an INSERT statement run
+    by `command` (the sink writes its position rows that way)."""
+    if name in ("insert", "insert_arrow"):
+        return True
+    return name == "command" and bool(args) and str(args[0]).lstrip().upper().startswith("INSERT")
+
+
+class FailingClient:
+    """Every 3rd write raises, 8 times (outages in the middle of batches)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client, self.calls, self.failed = client, 0, 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name not in ("insert", "insert_arrow", "command"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not is_write(name, args):
+                return attr(*args, **kwargs)
+            self.calls += 1
+            if self.calls % 3 == 0 and self.failed < 8:
+                self.failed += 1
+                raise ConnectionError("injected sink failure")
+            return attr(*args, **kwargs)
+
+        return call
+
+
 async def run_producers(
     bootstrap: str,
     topic: str,

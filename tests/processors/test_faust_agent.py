@@ -24,7 +24,14 @@ from processors.sink import ClickHouseSink
 from runstream.stack import Connection
 from runstream.stack.kafka import create_topics
 
-from .stackutil import check_points, end_offsets, run_producers, wait_pages, wait_projected
+from .stackutil import (
+    FailingClient,
+    check_points,
+    end_offsets,
+    run_producers,
+    wait_pages,
+    wait_projected,
+)
 
 pytestmark = [
     pytest.mark.stack,
@@ -163,32 +170,11 @@ def test_catch_up_and_live_exact_and_pending_intent_redone_with_its_bounds(
     _no_duplicates(chdb_client, read_db)
 
 
-class _FailingClient:
-    """Every 3rd insert raises, 8 times (outages in the middle of batches)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client, self.calls, self.failed = client, 0, 0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name not in ("insert", "insert_arrow"):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            if self.calls % 3 == 0 and self.failed < 8:
-                self.failed += 1
-                raise ConnectionError("injected sink failure")
-            return attr(*args, **kwargs)
-
-        return call
-
-
 def test_failing_sink_loses_nothing_and_duplicates_nothing(
     connection: Connection, chdb_client: Any, read_db: str, kafka_topic: str, tmp_path: Path
 ) -> None:
     boot = connection.kafka_bootstrap
-    flaky = _FailingClient(chdb_client)
+    flaky = FailingClient(chdb_client)
 
     async def scenario() -> dict[str, Any]:
         settings = dataclasses.replace(_settings(), retry_backoff_max=0.3, batch_max_bytes=40_000)

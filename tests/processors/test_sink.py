@@ -22,6 +22,7 @@ from schemas.metrics import series_key
 
 from .conftest import new_db_name
 from .factory import Writer, source
+from .stackutil import is_write
 
 pytestmark = pytest.mark.stack
 
@@ -87,18 +88,18 @@ class _Crash(Exception):
 
 
 class _Flaky:
-    """A client that dies at the Nth insert (a SIGKILL in the middle of a batch)."""
+    """A client that dies at the Nth write (a SIGKILL in the middle of a batch)."""
 
     def __init__(self, client: Any, fail_at: int | None) -> None:
         self._client, self._left = client, fail_at
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
-        if name not in ("insert", "insert_arrow"):
+        if name not in ("insert", "insert_arrow", "command"):
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if self._left is not None:
+            if self._left is not None and is_write(name, args):
                 if self._left == 0:
                     raise _Crash()
                 self._left -= 1
@@ -258,6 +259,45 @@ def test_a_zombie_worker_cannot_write_over_the_new_owner(chdb_client: Any, read_
         }
     finally:
         chdb_client.command(f"DROP DATABASE IF EXISTS {clean} SYNC")
+
+
+class _CountingSink(ClickHouseSink):
+    """Counts the ownership checks."""
+
+    checks = 0
+
+    def check_owner(self, topic: str, partition: int, first: int, last: int) -> None:
+        self.checks += 1
+        super().check_owner(topic, partition, first, last)
+
+
+def test_batches_of_a_partition_share_one_ownership_check_per_lease(
+    chdb_client: Any, read_db: str
+) -> None:
+    """Back-to-back batches of one partition trust one ownership check for `lease_s` (a
+    query each time is a tenth of a small batch's cost); a gap longer than the lease, or
+    the partition forgotten (revoked, re-sought), checks again. Listeners hear each batch."""
+    recs = LOG[0]
+    sink = _CountingSink(chdb_client, read_db)
+    proc = BatchProcessor(sink, lease_s=60.0)
+    heard: list[int] = []
+    proc.on_done.append(lambda: heard.append(proc.done[0]))
+
+    def commit(start: int, stop: int) -> None:
+        batch = proc.prepare("t", 0, recs[start:stop])
+        assert batch is not None
+        asyncio.run(proc.commit(batch))
+
+    commit(0, 3)
+    commit(3, 6)
+    assert sink.checks == 1
+    proc.forget(0)
+    commit(6, 9)
+    assert sink.checks == 2
+    proc.lease_s = 0.0
+    commit(9, len(recs))
+    assert sink.checks > 2
+    assert heard == [3, 6, 9, len(recs)]
 
 
 def test_records_delivered_twice_in_one_batch_are_projected_once(

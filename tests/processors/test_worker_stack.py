@@ -17,6 +17,7 @@ from runstream.stack.kafka import create_topics
 
 from .factory import Writer, encode, key_of
 from .stackutil import (
+    FailingClient,
     check_points,
     end_offsets,
     run_producers,
@@ -167,33 +168,12 @@ def test_end_to_end_dlq_archive_and_replay(
     assert ClickHouseSink(chdb_client, read_db).active_database() == read_db + "_v9"
 
 
-class _FailingClient:
-    """Every 3rd insert raises, 8 times (outages in the middle of batches)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client, self.calls, self.failed = client, 0, 0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name not in ("insert", "insert_arrow"):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            if self.calls % 3 == 0 and self.failed < 8:
-                self.failed += 1
-                raise ConnectionError("injected sink failure")
-            return attr(*args, **kwargs)
-
-        return call
-
-
 def test_failing_sink_loses_nothing_and_worker_follows_the_pointer(
     connection: Connection, chdb_client: Any, read_db: str, kafka_topic: str, scratch_dbs: list[str]
 ) -> None:
     boot = connection.kafka_bootstrap
     scratch_dbs.append(read_db)
-    flaky = _FailingClient(chdb_client)
+    flaky = FailingClient(chdb_client)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         settings = dataclasses.replace(_settings(), retry_backoff_max=0.3)
