@@ -31,6 +31,9 @@ _PREFIX = "c1."
 #: position read is one small query (~3 ms), and a batch is projected ~20 ms after its
 #: records arrive (worker `batch_linger`), so 200 ms steps added up to ~150 ms of waiting
 _MAX_POLL_S = 0.05
+#: with `Ticks` (the worker runs in this process) a wait wakes on every committed batch; it
+#: still re-reads the position this often (a replay's switch, another writer)
+_TICKED_POLL_S = 0.25
 HEADER = "X-Runstream-Consistency"
 
 
@@ -93,14 +96,50 @@ class WriteMarks:
         return out
 
 
+class Ticks:
+    """A counter that wakes its waiters when it moves. `runstream serve` bumps it after each
+    batch its in-process worker commits, so a read waiting for its write reads the
+    projection position again at once instead of at its next poll (and reads it only then:
+    each read is a query on the chDB the worker is writing to)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def bump(self) -> None:
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def wait_past(self, seen: int, timeout: float) -> None:
+        """Return once the count differs from `seen`, or after `timeout` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._count != seen, timeout)
+
+
 class Projections:
     """Reads how far the projections have gone and waits for a position (bounded)."""
 
-    def __init__(self, store: ReadStore, topic: str, timeout_s: float, poll_s: float = 0.02):
+    def __init__(
+        self,
+        store: ReadStore,
+        topic: str,
+        timeout_s: float,
+        poll_s: float = 0.02,
+        ticks: Ticks | None = None,
+        ticked_poll_s: float = _TICKED_POLL_S,
+    ):
         self.store = store
         self.topic = topic
         self.timeout_s = timeout_s
         self.poll_s = poll_s
+        #: set when the projection worker runs in this process and bumps it per batch
+        self.ticks = ticks
+        self.ticked_poll_s = ticked_poll_s
 
     def position(self) -> Positions:
         """Per partition, the last offset the projections have fully written."""
@@ -118,6 +157,7 @@ class Projections:
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         pause = self.poll_s
         while True:
+            seen = self.ticks.count if self.ticks is not None else 0
             have = self.position()
             if all(have.get(p, -1) >= o for p, o in wanted.items()):
                 return
@@ -128,5 +168,8 @@ class Projections:
                     f"(at { ({p: have.get(p, -1) for p in behind}) }); the write is durable, "
                     "retry the read"
                 )
+            if self.ticks is not None:
+                self.ticks.wait_past(seen, min(self.ticked_poll_s, deadline - time.monotonic()))
+                continue
             time.sleep(pause)
             pause = min(pause * 1.5, _MAX_POLL_S)

@@ -175,6 +175,16 @@ def run_api(settings: ServerSettings, database: str, host: str, port: int) -> No
     uvicorn.run(build_api(settings, database, factory), host=host, port=port, log_level="info")
 
 
+def wake_reads_on_commits(app: Any, worker: Any) -> None:
+    """The API's reads that wait for their writes to be projected (read-your-writes, the
+    MLflow routes) wake on each batch `worker` commits in this process, instead of polling
+    the projection position."""
+    from query_api.consistency import Ticks
+
+    ticks = app.state.shared.projections.ticks = Ticks()
+    worker.processor.on_done.append(ticks.bump)
+
+
 def serve(settings: ServerSettings, database: str, host: str, port: int) -> None:
     """One-machine mode: projection worker + API in ONE process over ONE chDB client."""
     import socket
@@ -195,6 +205,7 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
         instance_id=f"serve-{socket.gethostname()}",
         registry=app.state.registry,
     )
+    wake_reads_on_commits(app, worker)
     app.state.registry.register(HeapCollector())
     if settings.clickhouse_url.startswith("chdb://"):
         app.state.registry.register(ChdbCollector(client))

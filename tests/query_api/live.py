@@ -128,6 +128,7 @@ def live_api(
     from query_api.app import create_app
     from query_api.artifacts import S3Settings
     from query_api.settings import Settings
+    from runstream.serve import wake_reads_on_commits
 
     migrate(chdb_client, database)
     worker = WorkerThread(
@@ -156,6 +157,7 @@ def live_api(
         s3=s3,
         **app_kwargs,
     )
+    wake_reads_on_commits(app, worker.worker)  # as `runstream serve` does
     server = ServerThread(app).start()
     try:
         yield Live(server.url, database, topic, app)
