@@ -36,14 +36,27 @@ def _finite(value: Any) -> Any:
 
 
 def _has_nonfinite(root: Any) -> bool:
-    """Whether a float NaN or ±Inf is anywhere in `root` (dicts, lists, tuples)."""
+    """Whether a float NaN or ±Inf is anywhere in `root` (dicts, lists, tuples). Exact types
+    first (a body is mostly str and int: 0.8 -> 0.3 ms for a page of 100 searched runs),
+    then subclasses (numpy's float64 is a float)."""
     stack = [root]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.values())
+        value = pop()
+        kind = type(value)
+        if kind is str or kind is int or value is None:
+            continue
+        if kind is dict:
+            extend(value.values())
+        elif kind is list or kind is tuple:
+            extend(value)
+        elif kind is float:
+            if not math.isfinite(value):
+                return True
+        elif isinstance(value, dict):
+            extend(value.values())
         elif isinstance(value, (list, tuple)):
-            stack.extend(value)
+            extend(value)
         elif isinstance(value, float) and not math.isfinite(value):
             return True
     return False

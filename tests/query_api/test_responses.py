@@ -50,3 +50,12 @@ def test_every_body_is_valid_json_with_non_finite_floats_spelled(value: Any) -> 
 def test_nan_is_never_written_as_null() -> None:
     body = json.loads(SafeJSONResponse({"a": float("nan"), "b": None, "c": [1e308 * 10]}).body)
     assert body == {"a": "NaN", "b": None, "c": ["Infinity"]}
+
+
+def test_non_finite_subclasses_and_tuples_are_spelled_too() -> None:
+    """numpy's float64 is a float subclass; repository rows may hold tuples."""
+    import numpy as np
+
+    value = {"a": (np.float64("nan"), 1, None), "b": [np.float64("-inf")], "c": True}
+    body = json.loads(SafeJSONResponse(value).body)
+    assert body == {"a": ["NaN", 1, None], "b": ["-Infinity"], "c": True}
