@@ -224,6 +224,96 @@ class RankPool:
             "cores": os.cpu_count() or 1,
         }
 
+    def backlog(self, rs: Any, total: int, timeout: float) -> dict[str, Any]:
+        """The projection catching up, in one-machine mode: serve is stopped, the ranks log
+        `total` points (one run per rank) into Kafka, then serve starts. Timed from its
+        spawn until its projection position (`/api/v1/health`, one small query per poll,
+        where polling each run's counts would cost serve ~40 requests/s) reaches the
+        topic's end; then every point is checked through the API. Samples serve's RSS."""
+        rs.stop_serve()
+        boot = rs.conn.kafka_bootstrap
+        base = end_offsets(boot)
+        procs = self.procs
+        exp = f"bench-backlog-{uuid.uuid4().hex[:6]}"
+        tag = uuid.uuid4().hex[:10]
+        run_ids = [f"bench-{tag}-r{r}" for r in range(procs)]
+        per = total // procs
+        for r, box in enumerate(self.inboxes):
+            box.put((exp, run_ids[r], r, procs, per, False))
+        answers = [self._get(600) for _ in range(procs)]
+        if any(a != "ready" for a in answers):
+            for box in self.inboxes:
+                box.put("cancel")
+            raise RuntimeError(f"a rank failed while starting: {answers}")
+        for box in self.inboxes:
+            box.put("go")
+        results = [self._get(timeout) for _ in range(procs)]
+        errs = [r["err"] for r in results if r["err"]]
+        if errs or not all(r["ok"] for r in results):
+            raise RuntimeError(f"ranks did not deliver everything to Kafka: {errs[:1]}")
+        target = end_offsets(boot)
+        t_spawn = time.time()
+        rs.start_serve()  # returns once /health answers
+        pid = rs.serve_pid
+        t_first = None
+        with api_client(rs.conn.api_url) as http, RssSampler(lambda: [pid]) as rss:
+            t_health = time.time()
+            cpu0 = cpu_seconds(pid)
+            deadline = time.monotonic() + timeout
+            while True:
+                pos = http.get("/api/v1/health").json().get("projection_position", {})
+                now = time.time()
+                done = {p: int(pos.get(str(p), -1)) + 1 for p in target}
+                if t_first is None and any(done[p] > base.get(p, 0) for p in target):
+                    t_first = now
+                if all(done[p] >= target[p] for p in target):
+                    t_caught_up = now
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"projection at {done}, topic end {target}")
+                time.sleep(0.05)
+            cpu = cpu_seconds(pid) - cpu0
+            seen = sum(loss_points(http, rid) for rid in run_ids)
+        if seen != per * procs:
+            raise RuntimeError(f"caught up, but the API shows {seen:,} of {per * procs:,} points")
+        hwm = proc_status_kb(pid, "VmHWM") or 0
+        pts = per * procs
+        assert t_first is not None
+        return {
+            "points": pts,
+            "seconds": t_caught_up - t_spawn,
+            "points_per_s_incl_start": pts / (t_caught_up - t_spawn),
+            "points_per_s": pts / max(t_caught_up - t_first, 1e-9),
+            "start_s": t_health - t_spawn,
+            "first_batch_s": t_first - t_spawn,
+            "serve_peak_rss_kb": max(rss.peak_kb, hwm),
+            "serve_cpu_s": cpu,
+            "events": sum(target[p] - base.get(p, 0) for p in target),
+        }
+
+
+def end_offsets(bootstrap: str) -> dict[int, int]:
+    """The events topic's end offset per partition."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    from processors.replay import topic_partitions
+    from schemas.codec import EVENTS_TOPIC
+
+    async def ends() -> dict[int, int]:
+        parts = await topic_partitions(bootstrap, EVENTS_TOPIC)
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await c.start()
+        try:
+            got = await c.end_offsets([TopicPartition(EVENTS_TOPIC, p) for p in parts])
+            return {tp.partition: off for tp, off in got.items()}
+        finally:
+            await c.stop()
+
+    return asyncio.run(ends())
+
 
 # ------------------------------------------------------------------------ 2: call cost
 def call_cost(calls: int, batch: int = 10_000) -> list[float]:

@@ -168,6 +168,11 @@ class Runstream:
         if rec is not None:
             stop(rec)
 
+    def start_serve(self) -> None:
+        """Start serve again (the stack's other processes keep running); returns once its
+        /health answers."""
+        self.conn = self.stack.up(serve=True)
+
 
 def runstream_up(say: Say, fresh: bool = True) -> Runstream:
     from runstream.stack import LocalStack

@@ -51,6 +51,7 @@ class Sizes:
     ranks: tuple[int, ...]  # scenario 1 total points (Runstream)
     ranks_mlflow_cap: int  # scenario 1: MLflow runs at most this many points
     ranks_repeats: int  # for sizes <= 200k (bigger: 1)
+    backlog: int  # scenario 9: points logged while serve is down
     calls_rs: int
     calls_mlflow: int
     fresh_rs: int
@@ -69,6 +70,7 @@ QUICK = Sizes(
     ranks=(10_000, 100_000),
     ranks_mlflow_cap=40_000,
     ranks_repeats=2,
+    backlog=1_000_000,
     calls_rs=100_000,
     calls_mlflow=200,
     fresh_rs=20,
@@ -92,6 +94,7 @@ FULL = Sizes(
     ranks=(100_000, 1_000_000, 10_000_000),
     ranks_mlflow_cap=200_000,
     ranks_repeats=3,
+    backlog=10_000_000,
     calls_rs=1_000_000,
     calls_mlflow=2000,
     fresh_rs=100,
@@ -321,6 +324,58 @@ class Suite:
                 "",
                 rs_fig,
                 ml_fig,
+                "lower",
+                "≤ 1 GiB",
+                1.0,
+            )
+        )
+
+    # 9
+    def s9(self) -> None:
+        rs, _ = self.servers()
+        total = self.sizes.backlog
+        no_log = Figure(unit="pts/s", unavailable=True, note="writes are synchronous: no backlog")
+        out: dict[str, Any] = {}
+
+        def ours() -> Figure:
+            with rs_side.RankPool(8) as pool:
+                out.update(pool.backlog(rs, total, 600 + total / 2000))
+            self.raw["9_runstream"] = out
+            return Figure(
+                [out["points_per_s"]],
+                "pts/s",
+                note=f"from its first batch; {out['points_per_s_incl_start']:,.0f} pts/s from"
+                f" serve's spawn (API up at {out['start_s']:.1f} s, first batch done at"
+                f" {out['first_batch_s']:.1f} s, all {out['events']:,} events at"
+                f" {out['seconds']:.1f} s); serve CPU"
+                f" {out['serve_cpu_s'] * 1e6 / out['points']:.2f} s per 1M pts",
+            )
+
+        fig = self.side("pts/s", ours)
+        self.add(
+            Row(
+                "9",
+                "serve catches up on a backlog (8 ranks logged while it was down)",
+                human(total),
+                fig,
+                no_log,
+                "higher",
+                "≥ 1,000,000 pts/s",
+                1_000_000,
+            )
+        )
+        rss = (
+            Figure([out["serve_peak_rss_kb"] / GIB], "GiB", note="serve VmHWM over the catch-up")
+            if out
+            else Figure(unit="GiB", error=fig.error or "not run")
+        )
+        self.add(
+            Row(
+                "9",
+                "peak RSS of serve while catching up",
+                human(total),
+                rss,
+                Figure(unit="GiB", unavailable=True, note="no backlog"),
                 "lower",
                 "≤ 1 GiB",
                 1.0,
@@ -662,7 +717,7 @@ class Suite:
             import logging
 
             logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-            order = ["1", "7", "2", "3", "4", "5", "8", "6"]  # 6 stops serve: last
+            order = ["1", "7", "9", "2", "3", "4", "5", "8", "6"]  # 6 stops serve: last
             for s in order:
                 if s in only:
                     say(f"[{s}] ...")
@@ -790,7 +845,7 @@ Notes:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about ÷10)")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma list of scenarios 1..8")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="comma list of scenarios 1..9")
     ap.add_argument("--json", default=None, help="write every figure and raw sample here")
     ap.add_argument("--write-md", action="store_true", help="write/update BENCHMARKS.md")
     ap.add_argument(
@@ -801,9 +856,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    bad = [s for s in only if s not in "12345678" or len(s) != 1]
+    bad = [s for s in only if s not in "123456789" or len(s) != 1]
     if bad:
-        ap.error(f"unknown scenario(s) {bad}: pick from 1..8")
+        ap.error(f"unknown scenario(s) {bad}: pick from 1..9")
     if "7" in only and "1" not in only:
         say("note: scenario 7 measures during scenario 1; adding 1")
         only.append("1")

@@ -48,13 +48,13 @@ def test_bench_passes_its_arguments_to_the_benchmark_suite() -> None:
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "runstream.cli", "bench", "--only", "9"],
+        [sys.executable, "-m", "runstream.cli", "bench", "--only", "0"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 2
-    assert "unknown scenario(s) ['9']" in done.stderr
+    assert "unknown scenario(s) ['0']" in done.stderr
 
 
 @pytest.mark.parametrize("args", [[], ["*"], ["team-a", "--operator"]])
