@@ -105,6 +105,11 @@ def test_token_scopes_every_route_family(
     found = api.post("/api/v1/runs/search", json={}, headers=h).json()["runs"]
     assert [r["run_id"] for r in found] == ["ra"]
     assert api.get("/api/v1/runs/rb/metrics/loss/history", headers=h).status_code == 404
+    for x in ("step", "time"):
+        other = api.get("/api/v1/runs/rb/metrics/loss/buckets", params={"x": x}, headers=h)
+        assert other.status_code == 404, (x, other.text)
+        own = api.get("/api/v1/runs/ra/metrics/loss/buckets", params={"x": x}, headers=h)
+        assert [b["count"] for b in own.json()["buckets"]] == [1], (x, own.text)
     # MLflow reads
     assert api.get(f"{MLFLOW}/runs/get", params={"run_id": "rb"}, headers=h).status_code == 404
     hist = api.get(

@@ -131,6 +131,9 @@ def test_buckets_over_a_window_and_by_time(api: TestClient, models: ReadModels) 
     assert sum(b["count"] for b in by_time["buckets"]) == 100
     empty = api.get("/api/v1/runs/r/metrics/nothing/buckets").json()
     assert empty["buckets"] == []
+    for x in ("step", "time"):
+        missing = api.get("/api/v1/runs/no-such-run/metrics/loss/buckets", params={"x": x})
+        assert missing.status_code == 404, x
 
 
 def test_buckets_over_the_whole_int64_step_range(api: TestClient, models: ReadModels) -> None:
