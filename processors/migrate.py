@@ -54,9 +54,19 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+#: database names the shipped SQL cannot use: migration 0002 aliases a table `r`, and
+#: ClickHouse then reads `r.params` as a column of that alias, not the database's table
+RESERVED_DATABASES = frozenset({"r"})
+
+
 def migrate(client: Any, database: str) -> list[str]:
     """Create `database` if needed and apply pending migrations; return the names applied."""
     db = check_identifier(database)
+    if db in RESERVED_DATABASES:
+        raise ConfigError(
+            f"database name {db!r} is reserved (the read-model SQL uses it as a table alias);"
+            " choose another name"
+        )
     try:
         client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         client.command(

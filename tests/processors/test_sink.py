@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.digest import APPEND_ONLY, digest, summary_mismatches
-from processors.errors import PartitionTaken, ReadModelWriteFailed
+from processors.errors import ConfigError, PartitionTaken, ReadModelWriteFailed
 from processors.migrate import migrate, migrations
 from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
@@ -34,6 +34,15 @@ def test_migrate_is_idempotent_and_recorded(chdb_client: Any, ch_database: str) 
         f"SELECT version FROM {ch_database}.schema_migrations ORDER BY version"
     ).result_rows
     assert [r[0] for r in rows] == [m.version for m in migrations()]
+
+
+def test_a_reserved_database_name_is_refused_before_anything_is_created(
+    chdb_client: Any,
+) -> None:
+    with pytest.raises(ConfigError, match="'r' is reserved"):
+        migrate(chdb_client, "r")
+    found = chdb_client.query("SELECT count() FROM system.databases WHERE name = 'r'")
+    assert found.result_rows == [(0,)]
 
 
 def test_arrow_schemas_match_the_tables(chdb_client: Any, read_db: str) -> None:
