@@ -164,6 +164,36 @@ def test_poison_event_is_rolled_back_and_the_batch_flows_on() -> None:
     assert out.rows.count("tags") == 1
 
 
+@pytest.mark.parametrize(
+    ("keys", "column", "bad"),
+    [
+        (["x"], "key_idx", b"\x01\x00"),  # one key: index 1
+        (["x"], "key_idx", b"\x00\x01"),  # one key: index 256
+        (["x", "y"], "key_idx", b"\x02\x00"),  # two keys: index 2
+        (["x"], "split_idx", b"\x01"),  # one split: index 1
+    ],
+)
+def test_an_index_naming_no_label_is_poison_and_leaves_no_trace(
+    keys: list[str], column: str, bad: bytes
+) -> None:
+    """A point whose key or split index names no label of its event: the event goes to the
+    DLQ and interns nothing (the batch's dictionaries hold only the good event's labels)."""
+    w = Writer()
+    good = decoded([("MetricsLogged", w.metrics("r1", np.arange(3, dtype=np.int64), ["ok"]))])[0]
+    rec = w.metrics("r1", np.arange(10, 14, dtype=np.int64), [k + "!" for k in keys])
+    width = len(bad)
+    rec[column] = rec[column][: 2 * width] + bad + rec[column][3 * width :]
+    ev = Decoded(
+        SourceEvent("t", 0, 1, 0, b"r1", b""), "MetricsLogged", rec, Envelope.from_record(rec)
+    )
+    out = project_batch([good, ev], PartitionState(0))
+    assert [(p.src.offset, p.reason) for p in out.progress.poison] == [(1, "projection_failed")]
+    assert out.points is not None
+    assert out.points.column("key").chunk(0).dictionary.to_pylist() == ["ok"]
+    assert out.points.column("split").chunk(0).dictionary.to_pylist() == ["train"]
+    assert out.points.num_rows == 3
+
+
 @pytest.mark.parametrize("cut", [1, 3, 5])
 def test_batch_boundaries_do_not_change_the_rows(cut: int) -> None:
     w = Writer()
