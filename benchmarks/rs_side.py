@@ -296,23 +296,10 @@ def end_offsets(bootstrap: str) -> dict[int, int]:
     """The events topic's end offset per partition."""
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
-    from processors.replay import topic_partitions
+    from processors.replay import end_offsets as ends
     from schemas.codec import EVENTS_TOPIC
 
-    async def ends() -> dict[int, int]:
-        parts = await topic_partitions(bootstrap, EVENTS_TOPIC)
-        c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-        await c.start()
-        try:
-            got = await c.end_offsets([TopicPartition(EVENTS_TOPIC, p) for p in parts])
-            return {tp.partition: off for tp, off in got.items()}
-        finally:
-            await c.stop()
-
-    return asyncio.run(ends())
+    return asyncio.run(ends(bootstrap, EVENTS_TOPIC))
 
 
 # ------------------------------------------------------------------------ 2: call cost

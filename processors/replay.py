@@ -261,6 +261,15 @@ async def _replay_partition(
         await consumer.stop()
 
 
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The next offset to be written, per partition of `topic` ({} when it does not exist)."""
+    parts = await topic_partitions(bootstrap, topic)
+    if not parts:
+        return {}
+    ends = await _end_offsets(bootstrap, [TopicPartition(topic, p) for p in parts])
+    return {tp.partition: int(o) for tp, o in ends.items()}
+
+
 async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
     """Partition ids of `topic` (a metadata request; [] when the topic does not exist)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -8,12 +8,11 @@ import sys
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import TopicPartition
 
-from processors.replay import topic_partitions
+from processors.replay import end_offsets
 from processors.sink import ClickHouseSink
 
 REPO_ROOT = __file__.rsplit("/tests/", 1)[0]
@@ -104,18 +103,6 @@ async def run_producers(
         for k, v in got["counts"].items():
             total["counts"][k] = total["counts"].get(k, 0) + v
     return total
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    parts = await topic_partitions(bootstrap, topic)
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await c.start()
-    await asyncio.sleep(0.01)  # let aiokafka's no-group task start before stop() cancels it
-    try:
-        ends = await c.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: off for tp, off in ends.items()}
-    finally:
-        await c.stop()
 
 
 async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from processors.replay import end_offsets
 from producers.errors import TransportRejected
 from producers.spool import Position, Record
 from producers.transport import HTTP_CONTENT_TYPE, HttpTransport
@@ -92,19 +93,6 @@ def _events(project: str = "default") -> tuple[str, list[Any]]:
     ]
 
 
-async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(4)]
-        ends = await consumer.end_offsets(parts)
-        return {tp.partition: int(o) for tp, o in ends.items()}
-    finally:
-        await consumer.stop()
-
-
 def test_ingest_through_the_sdk_transport(
     connection: Any, chdb_client: Any, ch_database: str, kafka_topic: str
 ) -> None:
@@ -113,7 +101,7 @@ def test_ingest_through_the_sdk_transport(
     with live_api(connection, chdb_client, ch_database, kafka_topic) as live:
         asyncio.run(HttpTransport(live.url, None).send(records))
         # a batch with one undecodable event: 400 naming it, nothing produced
-        before = asyncio.run(_end_offsets(connection.kafka_bootstrap, kafka_topic))
+        before = asyncio.run(end_offsets(connection.kafka_bootstrap, kafka_topic))
         good = encode(events[2])
         body = b"RSB1" + _frame(good) + _frame(b"\xc3\x01garbage")
         bad = httpx.post(
@@ -121,7 +109,7 @@ def test_ingest_through_the_sdk_transport(
         )
         assert bad.status_code == 400
         assert bad.json()["message"].startswith("event 1:")
-        assert asyncio.run(_end_offsets(connection.kafka_bootstrap, kafka_topic)) == before
+        assert asyncio.run(end_offsets(connection.kafka_bootstrap, kafka_topic)) == before
         with pytest.raises(TransportRejected):
             asyncio.run(HttpTransport(live.url, None).send([Record(b"k", b"nope", Position(0, 0))]))
         # read-your-writes with the token of a direct ingest call
