@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 async def retry_batch(
     fn: Callable[[], Awaitable[T]],
     *,
-    what: str,
+    what: object,
     check: Callable[[], None],
     pause: Callable[[float], Awaitable[None]],
     backoff_max: float,
@@ -43,7 +43,8 @@ async def retry_batch(
 ) -> T:
     """Run one step of a batch (prepare or commit) until it succeeds, never acking a failure
     (both engines). `check()` runs before every try and raises to abandon the batch;
-    PartitionTaken is not retried (the caller re-seeks); any other failure is logged, calls
+    PartitionTaken is not retried (the caller re-seeks); any other failure is logged (`what`
+    formatted with %s then, so it may be an object that describes the batch lazily), calls
     `on_failure()` and waits `pause(delay)`, delay doubling from 50 ms up to `backoff_max`."""
     delay = 0.05
     while True:

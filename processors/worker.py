@@ -70,6 +70,27 @@ class WorkerSettings:
 TRIM_EVERY_S = 2.0
 
 
+class _Span:
+    """A batch's offsets, record count and bytes, for a failure's log line: formatted only
+    when a try fails (the byte count is a pass over every record)."""
+
+    def __init__(self, records: Sequence[SourceEvent]) -> None:
+        self.records = records
+
+    def __str__(self) -> str:
+        r = self.records
+        size = sum(len(x.value or b"") for x in r)
+        return f"offsets {r[0].offset}-{r[-1].offset}, {len(r)} records, {size:,} bytes"
+
+
+class _Where:
+    def __init__(self, name: str, span: _Span | None) -> None:
+        self.name, self.span = name, span
+
+    def __str__(self) -> str:
+        return self.name if self.span is None else f"{self.name} ({self.span})"
+
+
 class _Abandon(Exception):
     """The batch is no longer ours (revoked, stopping, database switched)."""
 
@@ -354,10 +375,7 @@ class ProjectionWorker:
     ) -> int:
         tp = TopicPartition(self.topic, partition)
         epoch = self._epoch
-        span = (
-            f"offsets {records[0].offset}-{records[-1].offset}, {len(records)} records,"
-            f" {sum(len(r.value or b'') for r in records):,} bytes"
-        )
+        span = _Span(records)
         try:
             batch: PreparedBatch | None = await self._retry(
                 partition,
@@ -393,7 +411,7 @@ class ProjectionWorker:
         epoch: int,
         fn: Callable[[], Awaitable[T]],
         on_error: Callable[[], None] | None = None,
-        span: str = "",
+        span: _Span | None = None,
     ) -> T:
         failing = self.metrics.failing.labels(self.topic, str(partition))
 
@@ -416,7 +434,7 @@ class ProjectionWorker:
         try:
             return await retry_batch(
                 fn,
-                what=f"{self.topic}[{partition}]" + (f" ({span})" if span else ""),
+                what=_Where(f"{self.topic}[{partition}]", span),
                 check=check,
                 pause=pause,
                 backoff_max=self.settings.retry_backoff_max,

@@ -253,7 +253,8 @@ def _document_columns(doc: str) -> tuple[Any, ...]:
     the hook, so -0.0 keeps its sign."""
     parsed = None
     if not _MINUS_ZERO.search(doc):
-        with contextlib.suppress(orjson.JSONDecodeError):  # e.g. an integer beyond 64 bits
+        # orjson refuses some text `json` takes (a lone surrogate escape): the hook then
+        with contextlib.suppress(orjson.JSONDecodeError):
             parsed = orjson.loads(doc)
     if parsed is None:
         parsed = json.loads(doc, parse_int=_float_or_minus_zero)

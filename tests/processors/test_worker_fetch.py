@@ -307,3 +307,12 @@ def test_records_fetched_across_an_assignment_seek_are_not_processed_twice() -> 
     batches = asyncio.run(scenario())
     offsets = [o for b in batches for o in b]
     assert offsets == list(range(37, 47)), str(batches)
+
+
+def test_a_failed_batch_is_named_by_its_offsets_records_and_bytes() -> None:
+    from processors.model import SourceEvent
+    from processors.worker import _Span, _Where
+
+    recs = [SourceEvent("t", 1, o, 0, b"k", b"x" * 1000) for o in (7, 8, 9)]
+    assert str(_Where("t[1]", _Span(recs))) == "t[1] (offsets 7-9, 3 records, 3,000 bytes)"
+    assert str(_Where("t[1]", None)) == "t[1]"
