@@ -547,8 +547,10 @@ def search(
     settle: float = SETTLE_S,
 ) -> dict[str, Any]:
     """`runs` runs (loss, acc, 2 params) in a fresh experiment, then the filtered search:
-    `repeats` times as soon as every run is visible ("s"), and again `settle` seconds later
-    ("s_settled": the server's work after a load, such as search documents and merges, done).
+    `repeats` times as soon as every run is visible ("s", after one more: "first", the
+    first search of these runs, before the API holds any of their results), and again
+    `settle` seconds later ("s_settled": the server's work after a load, such as search
+    documents and merges, done).
 
     Up to BULK_ABOVE runs go through the SDK (3 calls per run); more are produced in bulk
     (`bulk_runs`). With `budget` (s), SDK run creation stops when it is spent: the search
@@ -583,18 +585,19 @@ def search(
         def searches() -> list[float]:
             nonlocal rows
             lat = []
-            for _ in range(repeats + 1):  # +1: the first is a warm-up
+            for _ in range(repeats + 1):  # +1: the first is reported alone
                 t1 = time.perf_counter()
                 r = http.post("/api/v1/runs/search", json={"experiment_ids": [exp_id], **SEARCH})
                 r.raise_for_status()
                 rows = len(r.json()["runs"])
                 lat.append(time.perf_counter() - t1)
-            return lat[1:]
+            return lat
 
-        now = searches()
+        first, *now = searches()
         time.sleep(settle)
-        settled = searches()
+        settled = searches()[1:]
     return {
+        "first": first,
         "s": now,
         "s_settled": settled,
         "settle_s": settle,

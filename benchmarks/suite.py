@@ -161,11 +161,15 @@ def mlflow_side(
 
 
 # ------------------------------------------------------------------------ scenarios
-def _settled(out: dict[str, Any] | None, note: str, missing: str = "not run") -> Figure:
-    """Scenario 5's second set of searches (SETTLE_S after the first) from a side's output."""
+def _searches(
+    out: dict[str, Any] | None, field: str, note: str, missing: str = "not run"
+) -> Figure:
+    """Scenario 5's searches of one kind from a side's output: "s_settled" (SETTLE_S after
+    the first set) or "first" (the first search of the runs, one sample)."""
     if out is None:
         return Figure(unit="ms", unavailable=True, note=missing)
-    return Figure([v * 1e3 for v in out["s_settled"]], "ms", note=note)
+    got = out[field]
+    return Figure([v * 1e3 for v in (got if isinstance(got, list) else [got])], "ms", note=note)
 
 
 class Suite:
@@ -583,11 +587,20 @@ class Suite:
             f_ml = self.side("ms", theirs)
             made = self.raw.get("5_runstream", [{}])[-1].get("runs", runs) if f_rs.ok else runs
             size = f"{human(runs)} runs" + (f" (RS: only {made:,})" if made < runs else "")
-            later = (
-                _settled(got.get("rs"), settle),
-                _settled(got.get("ml"), settle, f_ml.note or "not run"),
+            missing = f_ml.note or "not run"
+            first = (
+                _searches(got.get("rs"), "first", "one sample; no result held yet"),
+                _searches(got.get("ml"), "first", "one sample", missing),
             )
-            for label, rs_fig, ml_fig in (("as soon as visible", f_rs, f_ml), (settle, *later)):
+            later = (
+                _searches(got.get("rs"), "s_settled", settle),
+                _searches(got.get("ml"), "s_settled", settle, missing),
+            )
+            for label, rs_fig, ml_fig in (
+                ("first search", *first),
+                ("as soon as visible", f_rs, f_ml),
+                (settle, *later),
+            ):
                 self.add(
                     Row(
                         "5",

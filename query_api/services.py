@@ -26,6 +26,7 @@ from query_api.repository import (
     RunRepository,
 )
 from query_api.repository.leaderboard import LeaderboardRepository
+from query_api.repository.runs import ResultCache
 from query_api.settings import Settings
 from query_api.writer import RunDirectory, Writer
 
@@ -45,6 +46,7 @@ class Shared:
     projections: Projections
     blobs: BlobStore | None
     runs: RunDirectory
+    results: ResultCache | None
 
     @classmethod
     def build(
@@ -60,6 +62,7 @@ class Shared:
             factory, settings.database, settings.query_timeout_s, settings.pointer_check_interval_s
         )
         log = log or NoEventLog()
+        cache = settings.search_cache_bytes
         return cls(
             settings=settings,
             store=store,
@@ -72,6 +75,7 @@ class Shared:
             projections=Projections(store, log.topic, settings.consistency_timeout_s),
             blobs=blobs,
             runs=RunDirectory(),
+            results=ResultCache(cache) if cache else None,
         )
 
 
@@ -94,7 +98,7 @@ class Services:
             principal=principal,
             shared=shared,
             experiments=ExperimentRepository(store, settings.project),
-            runs=RunRepository(store, settings.project),
+            runs=RunRepository(store, settings.project, shared.results),
             metrics=MetricRepository(store),
             leaderboard=LeaderboardRepository(store, settings.project),
         )

@@ -33,6 +33,8 @@ class Settings:
         max_request_bytes: upper bound of any other request body (JSON routes); a larger
             body is refused with 413 before it is parsed (Content-Length or, for chunked
             bodies, as soon as the bytes received pass it).
+        search_cache_bytes: memory for search results held by the run state they show
+            (`ResultCache`: a page of held runs skips the document read); 0 turns it off.
     """
 
     database: str = "runstream"
@@ -46,7 +48,10 @@ class Settings:
     max_ingest_bytes: int = 16 * 1024 * 1024
     max_artifact_bytes: int = 1024 * 1024 * 1024
     max_request_bytes: int = 16 * 1024 * 1024
+    search_cache_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not _IDENT.match(self.database):
             raise QueryApiError(f"database must be a plain identifier, got {self.database!r}")
+        if self.search_cache_bytes < 0:
+            raise QueryApiError(f"search_cache_bytes must be >= 0, got {self.search_cache_bytes}")

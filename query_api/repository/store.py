@@ -4,7 +4,9 @@ Rules: every read goes through `ReadStore`; driver exceptions leave it only as
 `ReadModelUnavailable` (503), chained. `db` follows the blue/green pointer
 (`<base>.read_models_pointer`, row `current`, written when a replay switches the read
 models), re-read at most every `pointer_ttl_s`; a missing table or row means the base
-database, an unreadable pointer keeps the last known database. The client factory is
+database, an unreadable pointer keeps the last known database. `generation` is that
+database's name with its UUID (read with the pointer), so what is cached by read-model
+state never outlives a database dropped and created again under the same name. The client factory is
 called once per thread, so an HTTP client is never shared between concurrent requests
 (clickhouse-connect sessions are not re-entrant); chDB's in-process client may be returned
 by every call.
@@ -38,6 +40,7 @@ class ReadStore:
     ) -> None:
         self.base = database
         self._active = database
+        self._uuid: str | None = None
         self._checked_at = -float("inf")
         self._pointer_ttl_s = pointer_ttl_s
         self._factory = factory
@@ -47,11 +50,37 @@ class ReadStore:
     @property
     def db(self) -> str:
         """The database the read models are read from now (see the module rules)."""
+        self._refresh()
+        return self._active
+
+    @property
+    def generation(self) -> tuple[str, str] | None:
+        """(database, its UUID) of `db`; None while the UUID cannot be read."""
+        self._refresh()
+        return None if self._uuid is None else (self._active, self._uuid)
+
+    def _refresh(self) -> None:
         now = time.monotonic()
         if now - self._checked_at >= self._pointer_ttl_s:
             self._checked_at = now
             self._active = self._read_pointer()
-        return self._active
+            self._uuid = self._read_uuid(self._active)
+
+    def _read_uuid(self, name: str) -> str | None:
+        try:
+            rows = (
+                self._client()
+                .query(
+                    "SELECT toString(uuid) FROM system.databases WHERE name = {n:String}",
+                    parameters={"n": name},
+                    settings=self._settings,
+                )
+                .result_rows
+            )
+        except Exception as exc:
+            log.warning("UUID of database %s unreadable: %s", name, _first_line(exc))
+            return None
+        return str(rows[0][0]) if rows else None
 
     def _read_pointer(self) -> str:
         try:

@@ -34,9 +34,9 @@ def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
     read = RunRepository._rows
 
-    def spy(self: RunRepository, keys: Any) -> Any:
+    def spy(self: RunRepository, keys: Any, db: str) -> Any:
         calls.append(sorted(k[2] for k in keys))
-        return read(self, keys)
+        return read(self, keys, db)
 
     monkeypatch.setattr(RunRepository, "_rows", spy)
     return calls
@@ -288,9 +288,11 @@ def edge_values(m: ReadModels) -> None:
 
 @pytest.fixture
 def doc_api(chdb_client: Any, ch_database: str) -> Iterator[tuple[ReadModels, TestClient]]:
-    """A test database whose writes refresh the search documents (until told otherwise)."""
+    """A test database whose writes refresh the search documents (until told otherwise),
+    and an API that holds no results (every search reads documents or rows)."""
     m = ReadModels(chdb_client, ch_database, pages=True).migrate()
-    with TestClient(create_app(Settings(database=m.db), lambda: chdb_client)) as api:
+    settings = Settings(database=m.db, search_cache_bytes=0)
+    with TestClient(create_app(settings, lambda: chdb_client)) as api:
         yield m, api
 
 
@@ -349,3 +351,69 @@ def test_a_document_holds_the_merged_run_not_one_partial_row(
     run = api.post(SEARCH, json={}).json()["runs"][0]
     assert fallbacks == []  # the document was used
     assert (run["status"], run["end_time"]) == ("FINISHED", T0 + 10)
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The run ids of each read of a page's results (documents or rows): the runs the
+    result cache did not hold."""
+    calls: list[list[str]] = []
+    page = RunRepository._page
+
+    def spy(self: RunRepository, keys: Any, db: str) -> Any:
+        calls.append(sorted(k[2] for k in keys))
+        return page(self, keys, db)
+
+    monkeypatch.setattr(RunRepository, "_page", spy)
+    return calls
+
+
+def test_held_results_answer_until_a_run_changes(
+    api: TestClient, models: ReadModels, chdb_client: Any, built: list[list[str]]
+) -> None:
+    """A repeated search reads no results again; after a change of each kind (a metric
+    point, a param, a tag removed, the status, a deletion) exactly the changed runs are
+    read, and the page equals the one an API holding nothing returns."""
+    seed(models)
+    ONE = {"experiment_ids": ["1"]}
+    first = api.post(SEARCH, json=ONE).json()
+    assert api.post(SEARCH, json=ONE).json() == first
+    assert built == [["a", "b", "c", "d", "e"]]
+    first["runs"][0]["name"] = "changed by a caller"  # a caller's copy, not the held one
+    assert api.post(SEARCH, json=ONE).json()["runs"][0]["name"] == "run-e"
+
+    models.points("a", "acc", [0.1], steps=[9])
+    models.params("b", {"lr": "0.5"})
+    models.tags("c", {"team": "x"}, deleted=1)
+    models.run("d", start=T0 + 4000, status="FINISHED", end=T0 + 4500, name="run-d")
+    models.run("e", start=T0 + 5000, status="KILLED", end=T0 + 5500, name="run-e", deleted=1)
+    built.clear()
+    after = api.post(SEARCH, json=ONE).json()
+    assert built == [["a", "b", "c", "d"]]  # e is deleted: not on the page
+    cold = Settings(database=models.db, search_cache_bytes=0)
+    with TestClient(create_app(cold, lambda: chdb_client)) as fresh:
+        assert after == fresh.post(SEARCH, json=ONE).json()
+    runs = {r["run_id"]: r for r in after["runs"]}
+    assert [m["last"] for m in runs["a"]["metrics"] if m["key"] == "acc"] == [0.1]
+    assert runs["b"]["params"]["lr"] == "0.5"
+    assert "team" not in runs["c"]["tags"]
+    assert runs["d"]["status"] == "FINISHED"
+    assert "e" not in runs
+
+
+def test_a_database_made_again_under_its_name_is_not_answered_from_held_results(
+    chdb_client: Any, ch_database: str
+) -> None:
+    """The same run with the same number of writes in a database dropped and created again
+    under the same name: the search shows the new database's run (the held results are
+    keyed by the database's UUID, read with the read-model pointer)."""
+    m = ReadModels(chdb_client, ch_database).migrate()
+    settings = Settings(database=m.db, pointer_check_interval_s=0)
+    with TestClient(create_app(settings, lambda: chdb_client)) as api:
+        m.run("a", name="before")
+        assert [r["name"] for r in api.post(SEARCH, json={}).json()["runs"]] == ["before"]
+        chdb_client.command(f"DROP DATABASE {m.db} SYNC")
+        chdb_client.command(f"CREATE DATABASE {m.db}")
+        m = ReadModels(chdb_client, ch_database).migrate()
+        m.run("a", name="after")
+        assert [r["name"] for r in api.post(SEARCH, json={}).json()["runs"]] == ["after"]
