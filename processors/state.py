@@ -9,7 +9,7 @@ every attempt, which is what makes a redelivered batch produce byte-identical ro
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 _MISSING: Any = object()
@@ -31,7 +31,10 @@ class ExperimentState:
     version: int = 0
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        """The state as a row (a copy: the state goes on changing)."""
+        row = dict(vars(self))
+        row["tags"] = dict(self.tags)
+        return row
 
 
 @dataclass
@@ -56,7 +59,8 @@ class RunState:
     version: int = 0
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        """The state as a row (scalar fields only: `asdict`'s deep copy cost ~50 us)."""
+        return dict(vars(self))
 
 
 @dataclass
@@ -78,7 +82,8 @@ class ProducerState:
     version: int = 0
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        """The state as a row (scalar fields only: `asdict`'s deep copy cost ~50 us)."""
+        return dict(vars(self))
 
 
 @dataclass

@@ -16,7 +16,7 @@ from processors.errors import ConfigError, PartitionTaken, ReadModelWriteFailed
 from processors.migrate import migrate, migrations
 from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
-from processors.sink import ClickHouseSink, Resume
+from processors.sink import ClickHouseSink, Resume, sql_literal
 from processors.tables import SCHEMAS
 from schemas.metrics import series_key
 
@@ -25,6 +25,24 @@ from .factory import Writer, source
 from .stackutil import is_write
 
 pytestmark = pytest.mark.stack
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.text(max_size=12), max_size=6))
+def test_a_string_list_parameter_reads_back_the_same_strings(
+    chdb_client: Any, values: list[str]
+) -> None:
+    """`sql_literal` (the sink's fast binding of IN lists) writes what clickhouse-connect
+    writes, and ClickHouse reads every string back unchanged (quotes, backslashes, tabs,
+    newlines, backticks, NUL, any code point)."""
+    from clickhouse_connect.driver.binding import format_query_value
+
+    literal = sql_literal(values)
+    assert literal == str(format_query_value(values))
+    got = chdb_client.query(f"SELECT {literal}::Array(String)").result_rows[0][0]
+    assert got == values
 
 
 def test_migrate_is_idempotent_and_recorded(chdb_client: Any, ch_database: str) -> None:
