@@ -6,10 +6,10 @@ Rules: every read goes through `ReadStore`; driver exceptions leave it only as
 models), re-read at most every `pointer_ttl_s`; a missing table or row means the base
 database, an unreadable pointer keeps the last known database. `generation` is that
 database's name with its UUID (read with the pointer), so what is cached by read-model
-state never outlives a database dropped and created again under the same name. The client factory is
-called once per thread, so an HTTP client is never shared between concurrent requests
-(clickhouse-connect sessions are not re-entrant); chDB's in-process client may be returned
-by every call.
+state never outlives a database dropped and created again under the same name. The
+client factory is called once per thread, so an HTTP client is never shared between
+concurrent requests (clickhouse-connect sessions are not re-entrant); chDB's in-process
+client may be returned by every call.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class ReadStore:
         pointer_ttl_s: float = 1.0,
     ) -> None:
         self.base = database
-        self._active = database
-        self._uuid: str | None = None
+        #: (database, its UUID or None): replaced whole, so no reader sees half of a switch
+        self._current: tuple[str, str | None] = (database, None)
         self._checked_at = -float("inf")
         self._pointer_ttl_s = pointer_ttl_s
         self._factory = factory
@@ -50,21 +50,21 @@ class ReadStore:
     @property
     def db(self) -> str:
         """The database the read models are read from now (see the module rules)."""
-        self._refresh()
-        return self._active
+        return self._refresh()[0]
 
     @property
     def generation(self) -> tuple[str, str] | None:
         """(database, its UUID) of `db`; None while the UUID cannot be read."""
-        self._refresh()
-        return None if self._uuid is None else (self._active, self._uuid)
+        name, uuid = self._refresh()
+        return None if uuid is None else (name, uuid)
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> tuple[str, str | None]:
         now = time.monotonic()
         if now - self._checked_at >= self._pointer_ttl_s:
             self._checked_at = now
-            self._active = self._read_pointer()
-            self._uuid = self._read_uuid(self._active)
+            name = self._read_pointer()
+            self._current = (name, self._read_uuid(name))
+        return self._current
 
     def _read_uuid(self, name: str) -> str | None:
         try:
@@ -92,13 +92,13 @@ class ReadStore:
             rows = list(result.result_rows)
         except Exception as exc:
             log.warning("read-model pointer of %s unreadable: %s", self.base, _first_line(exc))
-            return self._active
+            return self._current[0]
         if not rows:
             return self.base
         name = str(rows[0][0])
         if not _IDENT.match(name):
             log.warning("read-model pointer of %s names %r: ignored", self.base, name)
-            return self._active
+            return self._current[0]
         return name
 
     def _client(self) -> Any:
