@@ -402,7 +402,7 @@ def _server_settings(home: Optional[Path]) -> ServerSettings:
 
     try:
         return ServerSettings.load(home=home_dir(home))
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
 

@@ -25,8 +25,17 @@ ENV_VARS: dict[str, str] = {
     "clickhouse_user": "RUNSTREAM_CLICKHOUSE_USER",
     "clickhouse_password": "RUNSTREAM_CLICKHOUSE_PASSWORD",
     "presign_expiry_s": "RUNSTREAM_PRESIGN_EXPIRY_S",
+    "search_cache_mb": "RUNSTREAM_SEARCH_CACHE_MB",
 }
-OPTIONAL = {"s3_bucket", "clickhouse_user", "clickhouse_password", "presign_expiry_s"}
+OPTIONAL = {
+    "s3_bucket",
+    "clickhouse_user",
+    "clickhouse_password",
+    "presign_expiry_s",
+    "search_cache_mb",
+}
+#: numeric fields (text, as in the environment) -> the least value each accepts
+_WHOLE_NUMBERS = {"presign_expiry_s": 1, "search_cache_mb": 0}
 
 
 def default_home() -> Path:
@@ -45,6 +54,16 @@ class ServerSettings:
     clickhouse_password: str = ""
     #: lifetime of presigned S3 URLs handed to clients, seconds
     presign_expiry_s: str = "900"
+    #: memory of each API process for search results held by run state, MiB (0: none)
+    search_cache_mb: str = "32"
+
+    def __post_init__(self) -> None:
+        for name, least in _WHOLE_NUMBERS.items():
+            text = getattr(self, name)
+            if not (text.strip().isdigit() and int(text) >= least):
+                raise ValueError(
+                    f"{ENV_VARS[name]} must be a whole number >= {least}, got {text!r}"
+                )
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, home: Path | None = None) -> ServerSettings:
