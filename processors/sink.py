@@ -184,6 +184,21 @@ class ClickHouseSink:
         # size limit (256 KiB) whatever the batch holds (a batch can touch 10k runs)
         pairs = sorted({(e.env.run_id, e.env.event_id) for e in events})
         state.seen = {}
+        if len(pairs) > _SEEN_CHUNK:
+            # a large batch (replay, a bulk load) is often mostly runs with no event stored
+            # yet: one query per _IN_CHUNK runs (run_id leads the events key) finds the runs
+            # that have some, and only their events are looked up (a 20,000-event batch of
+            # new runs: 1 query instead of 20)
+            stored: set[str] = set()
+            for runs in _chunks(sorted({run for run, _ in pairs})):
+                stored.update(
+                    r["run_id"]
+                    for r in self._q(
+                        "SELECT DISTINCT run_id FROM {db}.events WHERE run_id IN %(runs)s",
+                        runs=list(runs),
+                    )
+                )
+            pairs = [p for p in pairs if p[0] in stored]
         for chunk in _chunks(pairs, _SEEN_CHUNK):
             for r in self._q(
                 "SELECT event_id, min(log_offset) AS o FROM {db}.events"

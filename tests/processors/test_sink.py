@@ -475,3 +475,40 @@ def test_point_codecs_apply_to_old_parts_when_merged_and_keep_every_point(
     delta = sizes()
     for column in ("step", "idx"):
         assert delta[column] * 4 < plain[column], (column, plain, delta)
+
+
+def test_a_large_batch_still_finds_resent_events_of_runs_stored_before(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """A batch of more than 1,000 events looks up stored events only for runs that have
+    some (most of a bulk load's runs are new): a client's resend of an event stored by an
+    earlier batch, inside such a batch, is still a duplicate. The same log in small batches
+    (every event looked up) gives the same read models."""
+    w = Writer()
+    first = [
+        ("RunCreated", w.record("RunCreated", "old", name="old")),
+        ("MetricsLogged", w.metrics("old", np.arange(5), ["loss"])),
+    ]
+    new_runs = [f"new-{i:04d}" for i in range(1200)]
+    second = [("RunCreated", w.record("RunCreated", r, name=r)) for r in new_runs]
+    second[600:600] = first  # resent by the client, later in the log
+    records = source(first + second)
+    dbs = {"large": new_db_name("large"), "small": new_db_name("small")}
+    dups = {}
+    for name, db in dbs.items():
+        scratch_dbs.append(db)
+        migrate(chdb_client, db)
+        proc = BatchProcessor(ClickHouseSink(chdb_client, db))
+        size = len(second) if name == "large" else 100
+        dups[name] = 0
+        for batch in [records[:2]] + [records[i : i + size] for i in range(2, len(records), size)]:
+            prepared = proc.prepare("t", 0, batch)
+            assert prepared is not None
+            dups[name] += prepared.projected.progress.duplicates
+            asyncio.run(proc.commit(prepared))
+    assert dups == {"large": 2, "small": 2}
+    assert digest(chdb_client, dbs["large"]) == digest(chdb_client, dbs["small"])
+    summary = chdb_client.query(
+        f"SELECT sum(count) FROM {dbs['large']}.metric_summary WHERE run_id = 'old'"
+    ).result_rows[0][0]
+    assert summary == 5
