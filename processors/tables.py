@@ -292,16 +292,20 @@ class Rows:
 
     def __init__(self) -> None:
         self._cols: dict[str, dict[str, list[Any]]] = {}
+        #: rows per table, kept as rows are added: `mark` (once per event) is a dict copy
+        self._counts: dict[str, int] = {}
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         cols = self._cols.get(table)
         if cols is None:
             cols = self._cols[table] = {f.name: [] for f in SCHEMAS[table]}
+            self._counts[table] = 0
         for name, values in cols.items():
             values.append(row.get(name))
+        self._counts[table] += 1
 
     def mark(self) -> dict[str, int]:
-        return {t: self.count(t) for t in self._cols}
+        return self._counts.copy()
 
     def rollback(self, mark: dict[str, int]) -> None:
         """Drop rows added since `mark` (an event that turned out to be poison)."""
@@ -309,10 +313,10 @@ class Rows:
             keep = mark.get(table, 0)
             for values in cols.values():
                 del values[keep:]
+            self._counts[table] = keep
 
     def count(self, table: str) -> int:
-        cols = self._cols.get(table)
-        return len(next(iter(cols.values()))) if cols else 0
+        return self._counts.get(table, 0)
 
     def tables(self) -> list[str]:
         return [t for t in ROW_TABLES if self.count(t)]
