@@ -28,18 +28,23 @@ def models(request: pytest.FixtureRequest, chdb_client: Any, ch_database: str) -
     return ReadModels(chdb_client, ch_database, pages=pages).migrate()
 
 
-@pytest.fixture
-def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The run ids each search read from `run_search` instead of a `run_page` document."""
+def spy_run_ids(monkeypatch: pytest.MonkeyPatch, method: str) -> list[list[str]]:
+    """The run ids of each call of `RunRepository.<method>(keys, db)`, sorted."""
     calls: list[list[str]] = []
-    read = RunRepository._rows
+    real = getattr(RunRepository, method)
 
     def spy(self: RunRepository, keys: Any, db: str) -> Any:
         calls.append(sorted(k[2] for k in keys))
-        return read(self, keys, db)
+        return real(self, keys, db)
 
-    monkeypatch.setattr(RunRepository, "_rows", spy)
+    monkeypatch.setattr(RunRepository, method, spy)
     return calls
+
+
+@pytest.fixture
+def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The run ids each search read from `run_search` instead of a `run_page` document."""
+    return spy_run_ids(monkeypatch, "_rows")
 
 
 def seed(m: ReadModels) -> None:
@@ -357,15 +362,7 @@ def test_a_document_holds_the_merged_run_not_one_partial_row(
 def built(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The run ids of each read of a page's results (documents or rows): the runs the
     result cache did not hold."""
-    calls: list[list[str]] = []
-    page = RunRepository._page
-
-    def spy(self: RunRepository, keys: Any, db: str) -> Any:
-        calls.append(sorted(k[2] for k in keys))
-        return page(self, keys, db)
-
-    monkeypatch.setattr(RunRepository, "_page", spy)
-    return calls
+    return spy_run_ids(monkeypatch, "_page")
 
 
 def test_held_results_answer_until_a_run_changes(
