@@ -89,7 +89,7 @@ class ResultCache:
     def put(self, generation: tuple[str, str], results: dict[tuple[RunKey, int], Any]) -> None:
         """Hold `results` ((run key, touches) -> result), evicting the least recently used."""
         sized = [
-            ((generation, key, touches), result, self.OVERHEAD * len(orjson.dumps(result)))
+            ((generation, key, touches), result, self.OVERHEAD * _json_size(result))
             for (key, touches), result in results.items()
         ]
         with self._lock:
@@ -107,6 +107,13 @@ class ResultCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _json_size(result: dict[str, Any]) -> int:
+    try:
+        return len(orjson.dumps(result))
+    except TypeError:  # what orjson refuses (an int beyond 64 bits) `json` writes
+        return len(json.dumps(result, default=str))
 
 
 class RunRepository:

@@ -57,3 +57,12 @@ def test_a_result_larger_than_the_whole_cache_is_not_held() -> None:
     cache.put(GEN, {(KEY, 1): result("a", pad=100), (("default", "1", "b"), 1): result("b")})
     assert cache.get(GEN, {KEY: 1}) == {}
     assert len(cache) == 1
+
+
+def test_a_result_orjson_cannot_write_is_held_all_the_same() -> None:
+    """An int beyond 64 bits (orjson refuses it; the response encoder falls back to json):
+    sized by `json`, held, never an error in the search that put it."""
+    cache = ResultCache(1 << 20)
+    big = {"run_id": "a", "count": 2**70}
+    cache.put(GEN, {(KEY, 1): big})
+    assert cache.get(GEN, {KEY: 1}) == {KEY: big}
