@@ -60,7 +60,7 @@ class ServerSettings:
     def __post_init__(self) -> None:
         for name, least in _WHOLE_NUMBERS.items():
             text = getattr(self, name)
-            if not (text.strip().isdigit() and int(text) >= least):
+            if not (text.strip().isdecimal() and int(text) >= least):
                 raise ValueError(
                     f"{ENV_VARS[name]} must be a whole number >= {least}, got {text!r}"
                 )

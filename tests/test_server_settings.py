@@ -25,6 +25,7 @@ REQUIRED = {
         ("RUNSTREAM_SEARCH_CACHE_MB", "lots", 0),
         ("RUNSTREAM_SEARCH_CACHE_MB", "-1", 0),
         ("RUNSTREAM_SEARCH_CACHE_MB", "1.5", 0),
+        ("RUNSTREAM_SEARCH_CACHE_MB", "²", 0),  # a digit int() refuses
         ("RUNSTREAM_PRESIGN_EXPIRY_S", "0", 1),
         ("RUNSTREAM_PRESIGN_EXPIRY_S", "15m", 1),
     ],

@@ -52,57 +52,61 @@ RunKey = tuple[str, str, str]  # (project, experiment id, run id)
 class ResultCache:
     """Search results by the run state they show, shared by the requests of one API process.
 
-    Key: the read database's generation (`ReadStore.generation`: name and UUID), the run and
-    its `touches`. `touches` (migration 0003) counts the rows merged into the run's
-    `run_search` state; every row the processors write counts 1, so within one database a
-    run's `touches` names exactly one state (the argument `run_page` documents already rest
-    on). The page-key query runs on every search (it decides which runs, in what order, and
-    returns their `touches`), so a hit is exactly the result the document read would give:
-    a page whose runs are all held skips that read and the parsing (1 k runs: ~9 of ~17 ms).
+    Key: the read database's generation (`ReadStore.generation`: name and UUID) and the run;
+    a result is used only for the `touches` it was built at. `touches` (migration 0003)
+    counts the rows merged into the run's `run_search` state; every row the processors write
+    counts 1, so within one database a run's `touches` names exactly one state (the argument
+    `run_page` documents already rest on). The page-key query runs on every search (it
+    decides which runs, in what order, and returns their `touches`), so a hit is exactly the
+    result the document read would give: a page whose runs are all held skips that read and
+    the parsing (1 k runs: ~9 of ~17 ms).
 
-    Least recently used entries go first once the estimated size passes `max_bytes` (three
-    times a result's JSON length, what the dicts of a typical result take). Results are
-    shared: callers read them and never change them (`RunRepository.search` hands out
-    shallow copies)."""
+    One entry per run: a newer state replaces the older (a run written every second leaves
+    no dead entries behind). Least recently used entries go first once the estimated size
+    passes `max_bytes` (three times a result's JSON length, what the dicts of a typical
+    result take). Results are shared: callers read them and never change them
+    (`RunRepository.search` hands out shallow copies)."""
 
     #: estimated bytes of a result's dicts per byte of its JSON (measured: ~2.7 KB for 0.9 KB)
     OVERHEAD = 3
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], int]] = OrderedDict()
+        #: (generation, run key) -> (touches, result, estimated bytes)
+        self._items: OrderedDict[tuple[Any, ...], tuple[int, dict[str, Any], int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, generation: tuple[str, str], page: dict[RunKey, int]) -> dict[RunKey, Any]:
-        """The held results of `page` (run key -> touches)."""
+        """The held results of `page` (run key -> touches) in exactly those states."""
         found = {}
         with self._lock:
             for key, touches in page.items():
-                k = (generation, key, touches)
+                k = (generation, key)
                 hit = self._items.get(k)
-                if hit is not None:
+                if hit is not None and hit[0] == touches:
                     self._items.move_to_end(k)
-                    found[key] = hit[0]
+                    found[key] = hit[1]
         return found
 
     def put(self, generation: tuple[str, str], results: dict[tuple[RunKey, int], Any]) -> None:
-        """Hold `results` ((run key, touches) -> result), evicting the least recently used."""
+        """Hold `results` ((run key, touches) -> result), each replacing its run's entry,
+        evicting the least recently used."""
         sized = [
-            ((generation, key, touches), result, self.OVERHEAD * _json_size(result))
+            ((generation, key), touches, result, self.OVERHEAD * _json_size(result))
             for (key, touches), result in results.items()
         ]
         with self._lock:
-            for k, result, size in sized:
-                if size > self.max_bytes:
-                    continue
+            for k, touches, result, size in sized:
                 old = self._items.pop(k, None)
                 if old is not None:
-                    self._bytes -= old[1]
-                self._items[k] = (result, size)
+                    self._bytes -= old[2]
+                if size > self.max_bytes:
+                    continue
+                self._items[k] = (touches, result, size)
                 self._bytes += size
             while self._bytes > self.max_bytes:
-                _, (_, size) = self._items.popitem(last=False)
+                _, (_, _, size) = self._items.popitem(last=False)
                 self._bytes -= size
 
     def __len__(self) -> int:

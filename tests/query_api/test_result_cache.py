@@ -43,13 +43,16 @@ def test_the_least_recently_used_results_go_first_once_full() -> None:
     assert len(cache) == 3
 
 
-def test_a_new_state_of_a_run_replaces_nothing_and_sizes_add_up() -> None:
+def test_a_new_state_of_a_run_replaces_its_entry_and_sizes_add_up() -> None:
     cache = ResultCache(1 << 20)
-    cache.put(GEN, {(KEY, 1): result("a")})
+    other = ("default", "1", "b")
+    cache.put(GEN, {(KEY, 1): result("a"), (other, 1): result("b")})
     cache.put(GEN, {(KEY, 1): result("a")})  # the same entry again: counted once
-    cache.put(GEN, {(KEY, 2): result("a", pad=10)})
+    cache.put(GEN, {(KEY, 2): result("a", pad=10)})  # the run changed: one entry for it
     assert len(cache) == 2
-    assert cache._bytes == size(result("a")) + size(result("a", pad=10))
+    assert cache._bytes == size(result("b")) + size(result("a", pad=10))
+    assert cache.get(GEN, {KEY: 1}) == {}
+    assert cache.get(GEN, {KEY: 2}) == {KEY: result("a", pad=10)}
 
 
 def test_a_result_larger_than_the_whole_cache_is_not_held() -> None:
