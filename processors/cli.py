@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from processors import dedup_repair
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
-from processors.digest import digest, point_totals, summary_mismatches
+from processors.digest import digest, point_totals, rollup_mismatches, summary_mismatches
 from processors.telemetry import ChdbCollector, HeapCollector, WorkerMetrics
 from processors.worker import ProjectionWorker, WorkerSettings
 
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "digest": digest(client, args.database),
             "points": point_totals(client, args.database),
             "summary_mismatches": summary_mismatches(client, args.database),
+            "rollup_mismatches": rollup_mismatches(client, args.database),
         }
         sys.stdout.write(json.dumps(report) + "\n")
         return 0

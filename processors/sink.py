@@ -361,6 +361,13 @@ class ClickHouseSink:
                         **_POINTS_INSERT,
                     },
                 )
+            if out.rollup is not None and out.rollup.num_rows:
+                check()
+                self.client.insert_arrow(
+                    f"{self.database}.metric_rollup",
+                    out.rollup,
+                    settings={"insert_deduplication_token": f"{base}:metric_rollup"},
+                )
             for table in ("metric_summary", *out.rows.tables()):
                 if not out.rows.count(table):
                     continue

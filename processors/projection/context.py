@@ -31,6 +31,8 @@ class Projected:
     rows: Rows
     points: pa.Table | None
     progress: PartitionProgress
+    #: `metric_rollup` rows of the batch's points (None: no points)
+    rollup: pa.Table | None = None
 
 
 def payload_json(name: str, record: dict[str, Any]) -> str:
@@ -254,13 +256,13 @@ class BatchContext:
         for p in self.producers_touched.values():
             self.rows.add("producer_versions", p.row())
             self.rows.add("producers", p.row())
-        points, summary = self.points.build()
+        points, summary, rollup = self.points.build()
         for row in summary:
             self.rows.add("metric_summary", row)
         for row in self._run_search(summary):
             self.rows.add("run_search", row)
         self.progress.points = self.points.points
-        return Projected(self.rows, points, self.progress)
+        return Projected(self.rows, points, self.progress, rollup)
 
     def _run_search(self, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One partial `run_search` row per run the batch touched (migration 0002 says how

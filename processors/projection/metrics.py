@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from processors.errors import ProjectionFailed
 from processors.model import MAX_ABS_EPOCH_MS, Decoded
+from schemas.metrics import ROLLUP_SHIFTS
 
 I64 = npt.NDArray[np.int64]
 _TS = pa.timestamp("ms", tz="UTC")
@@ -73,6 +74,22 @@ def _label_ids(
     ids: npt.NDArray[np.int32] = np.fromiter((intern(x) for x in labels), np.int32, len(labels))
     out: npt.NDArray[np.int32] = ids[idx]
     return out
+
+
+@dataclass
+class _Points:
+    """The columns of a batch's points `_rollup` reads (batch order, or table order)."""
+
+    run: npt.NDArray[np.int32]
+    key: npt.NDArray[np.int32]
+    split: npt.NDArray[np.int32]
+    prod: npt.NDArray[np.int32]
+    series: I64
+    chunk: I64
+    steps: I64
+    seq: npt.NDArray[np.uint64]
+    idx: npt.NDArray[np.uint32]
+    values: npt.NDArray[np.float64]
 
 
 class _Interner:
@@ -156,9 +173,10 @@ class PointBuffer:
         self.points += n
         return n
 
-    def build(self) -> tuple[pa.Table | None, list[dict[str, Any]]]:
+    def build(self) -> tuple[pa.Table | None, list[dict[str, Any]], pa.Table | None]:
+        """(metric_points rows, metric_summary rows, metric_rollup rows) of the batch."""
         if not self._chunks:
-            return None, []
+            return None, [], None
         ch = self._chunks
         ns = np.fromiter((c.steps.size for c in ch), np.int64, len(ch))
         total = int(ns.sum())
@@ -176,11 +194,16 @@ class PointBuffer:
         ts = np.concatenate([c.timestamps for c in ch])
         values = np.concatenate([c.values for c in ch])
         summary = self._summary(owner, key, split, steps, ts, off, idx, values)
-        order = self._table_order(run, key, split)
+        series = self._series(ns, key, split)
+        chunk = np.repeat(np.arange(len(ch), dtype=np.int64), ns)
+        order = self._table_order(series)
         if order is not None:
             run, key, split, prod = run[order], key[order], split[order], prod[order]
             steps, epochs, ts, values = steps[order], epochs[order], ts[order], values[order]
-            seq, idx = seq[order], idx[order]
+            seq, idx, series, chunk = seq[order], idx[order], series[order], chunk[order]
+        points = _Points(run, key, split, prod, series, chunk, steps, seq, idx, values)
+        with np.errstate(all="ignore"):  # inf - inf in a sum is NaN, as in ClickHouse
+            rollup = self._rollup(points, by_series=order is not None or total < 2)
         table = pa.table(
             {
                 "run_id": self._runs.arrow(run),
@@ -195,14 +218,22 @@ class PointBuffer:
                 "idx": pa.array(idx),
             }
         )
-        return table, summary
+        return table, summary, rollup
 
-    def _table_order(
-        self,
-        run: npt.NDArray[np.int32],
-        key: npt.NDArray[np.int32],
-        split: npt.NDArray[np.int32],
-    ) -> npt.NDArray[np.intp] | None:
+    def _series(self, ns: I64, key: npt.NDArray[np.int32], split: npt.NDArray[np.int32]) -> I64:
+        """Per point, the rank of its (run, key, split) in ClickHouse's order of the three
+        strings (the order of `metric_points` and `metric_rollup`). The run part is per event;
+        a gather per point only when a batch has more than one key (split)."""
+        nk, ns_ = len(self._keys.values), len(self._splits.values)
+        runs = np.fromiter((c.run for c in self._chunks), np.int64, len(self._chunks))
+        series = np.repeat(_ranks(self._runs.values)[runs] * (nk * ns_), ns)
+        if nk > 1:
+            series += _ranks(self._keys.values)[key] * ns_
+        if ns_ > 1:
+            series += _ranks(self._splits.values)[split]
+        return series
+
+    def _table_order(self, series: I64) -> npt.NDArray[np.intp] | None:
         """The permutation that puts the points in `metric_points` key order, or None.
 
         ClickHouse skips sorting an inserted block that is already in table-key order
@@ -215,7 +246,7 @@ class PointBuffer:
         steps out of order) None: ClickHouse sorts, as before. The test is per event,
         not per point."""
         nk, ns_ = len(self._keys.values), len(self._splits.values)
-        if len(self._runs.values) * nk * ns_ > 1 << 16 or run.size < 2:
+        if len(self._runs.values) * nk * ns_ > 1 << 16 or series.size < 2:
             return None
         producers = _ranks(self._producers.values)
         last: dict[int, tuple[int, int, int]] = {}  # run -> (max step, producer, seq)
@@ -227,10 +258,7 @@ class PointBuffer:
             if prev is not None and (lo, int(producers[c.producer]), c.seq) <= prev:
                 return None
             last[c.run] = (hi, int(producers[c.producer]), c.seq)
-        g = _ranks(self._runs.values)[run] * (nk * ns_)
-        g += _ranks(self._keys.values)[key] * ns_
-        g += _ranks(self._splits.values)[split]
-        return np.argsort(g.astype(np.uint16), kind="stable")  # radix sort
+        return np.argsort(series.astype(np.uint16), kind="stable")  # radix sort
 
     def _summary(
         self,
@@ -302,3 +330,134 @@ class PointBuffer:
                 }
             )
         return rows
+
+    def _rollup(self, p: _Points, by_series: bool) -> pa.Table:
+        """`metric_rollup` rows (migration 0005): per (run, key, split, level, block) the
+        count, sum, min and max (NaN ignored unless every value is NaN, as ClickHouse's
+        min/max), the first step, and `last` = (step, seq << 20 + idx, producer, value) of
+        the point that is last by (step, seq, idx), the order of the bucket view's `last`,
+        ties (ranks at one step with the same seq) broken by producer id, so the merged row
+        is the same whatever the batch boundaries were.
+
+        Two stages, no sort of the points in the usual cases: (1) the points grouped by
+        series (`by_series`: already, else a stable sort on the series alone) are cut into
+        runs of one event and one block; inside an event steps ascend (checked; else one
+        sort of the batch by series, event and step), so a run's last point is its final
+        one and each aggregate is a `reduceat`. (2) the runs (~points / 32) are sorted by
+        (series, block, last) and merged. Each higher level is built from the level
+        below."""
+        n = p.steps.size
+        perm: npt.NDArray[np.intp] | None = None  # sorted position -> point (None: same)
+        if not by_series and n > 1 and bool((p.series[1:] < p.series[:-1]).any()):
+            narrow = int(p.series.max()) < 1 << 16  # a radix sort
+            perm = np.argsort(p.series.astype(np.uint16) if narrow else p.series, kind="stable")
+        series, chunk, steps, values = (
+            (p.series, p.chunk, p.steps, p.values)
+            if perm is None
+            else (p.series[perm], p.chunk[perm], p.steps[perm], p.values[perm])
+        )
+        block = steps >> ROLLUP_SHIFTS[0]  # an arithmetic shift: floor, also below zero
+        change = _changes(series, block, chunk)
+        if not bool(((steps[1:] >= steps[:-1]) | change[1:]).all()):
+            # an event whose steps do not ascend: sort by series, event and step
+            perm = np.lexsort((p.steps, p.chunk, p.series))
+            series, chunk = p.series[perm], p.chunk[perm]
+            steps, values = p.steps[perm], p.values[perm]
+            block = steps >> ROLLUP_SHIFTS[0]
+            change = _changes(series, block, chunk)
+        starts = np.flatnonzero(change)
+        ends = np.append(starts[1:], n) - 1
+        src_start = starts if perm is None else perm[starts]
+        src_end = ends if perm is None else perm[ends]
+        prod = p.prod[src_end]
+        runs: dict[str, npt.NDArray[Any]] = {
+            "run": p.run[src_start],
+            "key": p.key[src_start],
+            "split": p.split[src_start],
+            "count": (ends - starts + 1).astype(np.uint64),
+            "sum_value": np.add.reduceat(values, starts),
+            "min_value": np.fmin.reduceat(values, starts),
+            "max_value": np.fmax.reduceat(values, starts),
+            "min_step": steps[starts],
+            "last_step": steps[ends],
+            "last_order": (p.seq[src_end] << np.uint64(20)) + p.idx[src_end].astype(np.uint64),
+            "last_producer": prod,
+            "last_value": values[ends],
+        }
+        series, block = series[starts], block[starts]
+        # (2) runs of one block from several events (ranks, or an event boundary inside a
+        # block), put in (series, block, last) order: a group's final run holds its last
+        ds, db = np.diff(series), np.diff(block)
+        if not bool(((ds > 0) | ((ds == 0) & (db > 0))).all()):
+            rank = _ranks(self._producers.values)[prod]
+            o = np.lexsort((rank, runs["last_order"], runs["last_step"], block, series))
+            runs = {k: v[o] for k, v in runs.items()}
+            series, block = series[o], block[o]
+        levels = []
+        for lvl, shift in enumerate(ROLLUP_SHIFTS):
+            if lvl:
+                # a level's blocks from the level below (in series and block order): the
+                # last point of a block is the last of its highest sub-block
+                block = block >> (shift - ROLLUP_SHIFTS[lvl - 1])
+            starts = _group_starts(series, block)
+            if starts.size < series.size:
+                ends = np.append(starts[1:], block.size) - 1
+                runs = {
+                    **{k: runs[k][starts] for k in ("run", "key", "split")},
+                    "min_step": np.minimum.reduceat(runs["min_step"], starts),
+                    "count": np.add.reduceat(runs["count"], starts),
+                    "sum_value": np.add.reduceat(runs["sum_value"], starts),
+                    "min_value": np.fmin.reduceat(runs["min_value"], starts),
+                    "max_value": np.fmax.reduceat(runs["max_value"], starts),
+                    **{k: runs[k][ends] for k in _ROLLUP_LAST},
+                }
+                series, block = series[starts], block[starts]
+            levels.append((lvl, block, runs))
+
+        def cat(name: str) -> npt.NDArray[Any]:
+            return np.concatenate([r[name] for _, _, r in levels])
+
+        return pa.table(
+            {
+                "run_id": self._runs.arrow(cat("run")),
+                "key": self._keys.arrow(cat("key")),
+                "split": self._splits.arrow(cat("split")),
+                "level": pa.array(
+                    np.concatenate([np.full(b.size, i, np.uint8) for i, b, _ in levels])
+                ),
+                "block": pa.array(np.concatenate([b for _, b, _ in levels])),
+                **{k: pa.array(cat(k)) for k in _ROLLUP_SUMS},
+                "last": pa.StructArray.from_arrays(
+                    [
+                        pa.array(cat("last_step")),
+                        pa.array(cat("last_order")),
+                        pa.array(self._producers.values, pa.string()).take(cat("last_producer")),
+                        pa.array(cat("last_value")),
+                    ],
+                    names=["step", "order", "producer", "value"],
+                ),
+            }
+        )
+
+
+_ROLLUP_SUMS = ("count", "sum_value", "min_value", "max_value", "min_step")
+_ROLLUP_LAST = ("last_step", "last_order", "last_producer", "last_value")
+
+
+def _changes(series: I64, block: I64, chunk: I64) -> npt.NDArray[np.bool_]:
+    """Where a run of one (series, block, event) begins."""
+    change = np.empty(block.size, bool)
+    change[:1] = True
+    np.not_equal(series[1:], series[:-1], out=change[1:])
+    change[1:] |= block[1:] != block[:-1]
+    change[1:] |= chunk[1:] != chunk[:-1]
+    return change
+
+
+def _group_starts(series: I64, block: I64) -> npt.NDArray[np.intp]:
+    """Indices where a run of equal (series, block) begins (the arrays are sorted by both)."""
+    change = np.empty(block.size, bool)
+    change[:1] = True
+    np.not_equal(series[1:], series[:-1], out=change[1:])
+    change[1:] |= block[1:] != block[:-1]
+    return np.flatnonzero(change)

@@ -192,6 +192,7 @@ def test_sigkill_while_events_flow_loses_and_duplicates_nothing(
     assert report["points"]["final"] == want
     assert report["points"]["raw"] == want  # no duplicate even without FINAL
     assert report["summary_mismatches"] == []  # no batch counted twice in metric_summary
+    assert report["rollup_mismatches"] == []  # nor lost or doubled in metric_rollup
     for table, d in report["digest"].items():
         if "raw_count" in d:
             assert d["raw_count"] == d["count"], table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from typing import Any
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from processors.model import Decoded, Envelope, SourceEvent
 from processors.projection import project_batch
 from processors.state import PartitionState
-from schemas.metrics import series_key
+from schemas.metrics import ROLLUP_SHIFTS, pack_points, series_key
 
 from .factory import Writer, decoded
 
@@ -346,3 +347,152 @@ def test_points_reach_the_insert_as_the_same_rows_in_key_order_when_cheap(
     assert sorted(_point_rows(out.points)) == expected
     if as_training:
         assert _in_key_order(out.points)
+
+
+def _reference_sum(values: list[float]) -> float:
+    if any(math.isnan(v) for v in values) or {math.inf, -math.inf} <= set(values):
+        return math.nan
+    for inf in (math.inf, -math.inf):
+        if inf in values:
+            return inf
+    return math.fsum(values)
+
+
+def _reference_rollup(
+    points: list[tuple[str, str, str, int, int, int, str, float]],
+) -> dict[Any, Any]:
+    """metric_rollup computed point by point: (run, key, split, level, block) -> row, from
+    points (run, key, split, step, seq, idx, producer, value)."""
+    out: dict[Any, Any] = {}
+    for level, shift in enumerate(ROLLUP_SHIFTS):
+        blocks: dict[Any, list[tuple[int, int, str, float]]] = {}
+        for run, key, split, step, seq, idx, producer, value in points:
+            blocks.setdefault((run, key, split, level, step >> shift), []).append(
+                (step, (seq << 20) + idx, producer, value)
+            )
+        for ident, pts in blocks.items():
+            real = [p[3] for p in pts if not math.isnan(p[3])]
+            last = max(pts, key=lambda p: p[:3])  # ranks tied on (step, seq, idx): producer
+            out[ident] = {
+                "count": len(pts),
+                "sum_value": _reference_sum([p[3] for p in pts]),
+                "min_value": min(real, default=math.nan),
+                "max_value": max(real, default=math.nan),
+                "min_step": min(p[0] for p in pts),
+                "last": dict(zip(("step", "order", "producer", "value"), last, strict=True)),
+            }
+    return out
+
+
+def _same_float(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.integers(0, 2),  # writer (rank)
+            st.sampled_from(["r-b", "r-a", "ré"]),  # run
+            st.lists(st.sampled_from(["loss", "Acc", "é"]), min_size=1, max_size=2, unique=True),
+            st.sampled_from(["", "val"]),
+            st.one_of(
+                st.lists(
+                    st.one_of(  # steps: ranks meet at a step, blocks of every level, extremes
+                        st.integers(-40, 80),
+                        st.integers(-3000, 20_000),
+                        st.sampled_from([-(2**63), 2**63 - 1]),
+                    ),
+                    min_size=1,
+                    max_size=60,
+                ),
+                st.just(list(range(0, 40, 3))),  # ranks logging the same steps
+            ),
+            st.lists(
+                st.sampled_from([0.5, -2.0, 7.25, math.nan, 1e300, math.inf, -math.inf]),
+                min_size=1,
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    training=st.booleans(),
+    seqs=st.lists(st.sampled_from([0, 40]), min_size=3, max_size=3),
+)
+def test_rollup_rows_equal_the_points_aggregated_one_by_one(
+    plan: list[tuple[int, str, list[str], str, list[int], list[float]]],
+    training: bool,
+    seqs: list[int],
+) -> None:
+    """Every level's block aggregates of a batch equal a point-by-point reference, whatever
+    the order the points come in (ranks at one step, steps out of order, negative and
+    extreme steps, NaN) and on the in-order path (`training`: each event's steps ascend
+    after the ones before it); ranks whose seqs meet tie on (step, seq, idx) and are
+    ordered by producer id; ±inf and their sums."""
+    # ranks start at their own or the same seq: log order and (seq, idx) order disagree
+    writers = [Writer(producer_id=f"rank-{i}", _seq=itertools.count(s)) for i, s in enumerate(seqs)]
+    items, points = [], []
+    at = 0
+    for w, run, keys, split, steps, pool in plan:
+        if training:
+            steps = list(range(at, at + len(steps)))
+            at += len(steps) + 40
+        n = len(steps) * len(keys)
+        values = [pool[i % len(pool)] for i in range(n)]
+        key_col = [keys[i % len(keys)] for i in range(n)]
+        step_col = [steps[i // len(keys)] for i in range(n)]
+        rec = writers[w].record(
+            "MetricsLogged",
+            run,
+            **pack_points(key_col, values, step_col, timestamps=0, splits=split),
+        )
+        items.append(("MetricsLogged", rec))
+        seq = rec["envelope"]["seq"]
+        producer = writers[w].producer_id
+        points += [
+            (run, key_col[i], split, step_col[i], seq, i, producer, values[i]) for i in range(n)
+        ]
+    out = project_batch(decoded(items), PartitionState(0))
+    assert out.rollup is not None
+    got = {
+        (r["run_id"], r["key"], r["split"], r["level"], r["block"]): r
+        for r in out.rollup.to_pylist()
+    }
+    want = _reference_rollup(points)
+    assert len(got) == out.rollup.num_rows  # one row per block of a batch
+    assert got.keys() == want.keys()
+    for ident, w_row in want.items():
+        g_row = got[ident]
+        for col in ("count", "min_step"):
+            assert g_row[col] == w_row[col], (ident, col)
+        for col in ("sum_value", "min_value", "max_value"):
+            assert _same_float(g_row[col], w_row[col]), (ident, col, g_row[col], w_row[col])
+        g_last, w_last = g_row["last"], w_row["last"]
+        assert {k: g_last[k] for k in ("step", "order", "producer")} == {
+            k: w_last[k] for k in ("step", "order", "producer")
+        }, ident
+        assert _same_float(g_last["value"], w_last["value"]), ident
+
+
+@pytest.mark.parametrize("log_order", [("rank-0", "rank-1"), ("rank-1", "rank-0")])
+def test_ranks_tied_at_the_last_step_keep_the_highest_producer_whatever_the_log_order(
+    log_order: tuple[str, str],
+) -> None:
+    """Two ranks log the same steps with the same seq: their points tie on (step, seq, idx).
+    The rollup's last point is the higher producer id's in either log order, so the merged
+    row is the same whatever the batch boundaries (a replay equals the live read models)."""
+    items = []
+    for producer in log_order:
+        w = Writer(producer_id=producer)
+        value = 1.0 if producer == "rank-1" else 2.0
+        rec = w.record(
+            "MetricsLogged", "r", **pack_points("loss", [value] * 2, [5, 6], timestamps=0)
+        )
+        items.append(("MetricsLogged", rec))
+    out = project_batch(decoded(items), PartitionState(0))
+    assert out.rollup is not None
+    lasts = [r["last"] for r in out.rollup.to_pylist()]
+    assert len(lasts) == len(ROLLUP_SHIFTS)
+    assert all(
+        last == {"step": 6, "order": 1, "producer": "rank-1", "value": 1.0} for last in lasts
+    )
