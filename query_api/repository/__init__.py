@@ -1,7 +1,7 @@
 """Read-model repositories: the only code that writes SQL for the API (see each module's rule)."""
 
 from query_api.repository.experiments import ExperimentRepository
-from query_api.repository.metrics import Axis, Cursor, MetricRepository, Series
+from query_api.repository.metrics import Axis, Cursor, Grid, MetricRepository, Series
 from query_api.repository.runs import RunRepository, SearchQuery, ViewType
 from query_api.repository.store import ClientFactory, ReadStore
 
@@ -10,6 +10,7 @@ __all__ = [
     "ClientFactory",
     "Cursor",
     "ExperimentRepository",
+    "Grid",
     "MetricRepository",
     "ReadStore",
     "RunRepository",

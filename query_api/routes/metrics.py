@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from query_api import paging
 from query_api.errors import BadRequest
-from query_api.repository import Axis, Series
+from query_api.repository import Axis, Grid, Series
 from query_api.repository.summaries import require_runs
 from query_api.responses import SafeJSONResponse
 from query_api.services import Services, services
@@ -68,8 +68,11 @@ def metric_buckets(
     start: Int64 = None,
     end: Int64 = None,
 ) -> Response:
-    """`n` equal-width buckets over [start, end] (default: the series' range); each bucket
-    has min/max/avg/last/count and its x bounds; empty buckets are omitted."""
+    """`n` buckets over [start, end] (default: the series' range), widths differing by at
+    most 1; each has min/max/avg/last/count and its x bounds; empty buckets are omitted. On
+    the step axis, from 512 steps per bucket, bucket edges fall on the boundaries of
+    32-, 512- or 8,192-step blocks (widths then differ by at most one block, 1/16 of a
+    bucket), so long series are read from per-block aggregates."""
     if n > svc.settings.max_buckets:
         raise BadRequest(f"n must be at most {svc.settings.max_buckets}")
     if start is not None and end is not None and start > end:
@@ -77,9 +80,9 @@ def metric_buckets(
     require_runs(svc.metrics.store, [run_id], svc.settings.project)
     series = Series(run_id, key, split, x, start, end)
     x_range = svc.metrics.x_range([series])
-    buckets = (
-        [] if x_range is None else svc.metrics.buckets([series], n, *x_range).get((run_id, key), [])
-    )
+    cut = (start is not None, end is not None)  # else: the series' own first/last step
+    grid = None if x_range is None else Grid.of(x, *x_range, n, cut)
+    buckets = [] if grid is None else svc.metrics.buckets([series], grid).get((run_id, key), [])
     lo, hi = x_range if x_range is not None else (start, end)
     body = {
         "run_id": run_id,

@@ -26,7 +26,7 @@ from query_api.artifacts import DEFAULT_PART_SIZE, RUN_BLOBS
 from query_api.errors import BadRequest, WriteUnavailable
 from query_api.mlflow_writes import run_experiment
 from query_api.models import CompareRequest, SearchRunsRequest
-from query_api.repository import Series
+from query_api.repository import Grid, Series
 from query_api.repository.summaries import require_runs, summaries
 from query_api.responses import SafeJSONResponse
 from query_api.run_search import search_runs
@@ -127,7 +127,9 @@ def compare_runs(svc: Svc, req: CompareRequest) -> Response:
         series = [Series(r, k, req.split, req.x) for r in run_ids for k in keys]
         x_range = svc.metrics.x_range(series)
         if x_range is not None:
-            buckets = svc.metrics.buckets(series, req.n, *x_range)
+            # [lo, hi] is the series' step range: no point beyond either end
+            grid = Grid.of(req.x, *x_range, req.n, cut=(False, False))
+            buckets = svc.metrics.buckets(series, grid)
     out = []
     for run_id in run_ids:
         for key in keys:

@@ -11,10 +11,11 @@ processors' runner splits them: `--` comment lines dropped, then split on `;`.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any
 
-from schemas.metrics import series_key
+from schemas.metrics import ROLLUP_SHIFTS, series_key
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "processors" / "migrations"
 UTC = dt.timezone.utc
@@ -221,8 +222,10 @@ class ReadModels:
         t0: int = T0,
         producer: str = "p1",
         summary: bool = True,
+        seq: int = 0,
     ) -> None:
-        """Points at `steps` (default 0..n-1), timestamp t0 + 1000*step; plus their summary."""
+        """Points at `steps` (default 0..n-1), timestamp t0 + 1000*step, seq `seq` + i, idx 0;
+        plus their summary."""
         steps = list(range(len(values))) if steps is None else steps
         n = len(values)
         self.client.insert(
@@ -236,7 +239,7 @@ class ReadModels:
                 [ts(t0 + 1000 * s) for s in steps],
                 values,
                 [producer] * n,
-                list(range(n)),
+                list(range(seq, seq + n)),
                 [0] * n,
             ],
             column_names=[
@@ -252,6 +255,13 @@ class ReadModels:
                 "idx",
             ],
             column_oriented=True,
+        )
+        self.rollup(
+            run_id,
+            key,
+            split,
+            [(st, seq + i, 0, v) for i, (st, v) in enumerate(zip(steps, values))],
+            producer,
         )
         if summary and n:
             last = max(range(n), key=lambda i: (steps[i], i))
@@ -284,4 +294,38 @@ class ReadModels:
                 experiment_id,
                 self.project,
                 **{m: {sk: stats[f]} for m, f in maps.items()},
+            )
+
+    def rollup(
+        self,
+        run_id: str,
+        key: str,
+        split: str,
+        points: list[tuple[int, int, int, float]],
+        producer: str = "p1",
+    ) -> None:
+        """The `metric_rollup` rows of points (step, seq, idx, value) inserted into
+        `metric_points`, as a projection batch writes them (migration 0005), computed here
+        point by point: the reference the API tests read the rollup through."""
+        rows = []
+        for level, shift in enumerate(ROLLUP_SHIFTS):
+            blocks: dict[int, list[tuple[int, int, int, float]]] = {}
+            for p in points:
+                blocks.setdefault(p[0] >> shift, []).append(p)
+            for block, pts in blocks.items():
+                values = [p[3] for p in pts]
+                real = [v for v in values if not math.isnan(v)]
+                last = max(pts, key=lambda p: (p[0], ((p[1] << 20) + p[2]) % 2**64))
+                rows.append(
+                    [run_id, key, split, level, block, len(pts), sum(values)]
+                    + [min(real, default=math.nan), max(real, default=math.nan)]
+                    + [min(p[0] for p in pts)]
+                    + [(last[0], ((last[1] << 20) + last[2]) % 2**64, producer, last[3])]
+                )
+        if rows:
+            self.client.insert(
+                f"{self.db}.metric_rollup",
+                rows,
+                column_names=["run_id", "key", "split", "level", "block", "count", "sum_value"]
+                + ["min_value", "max_value", "min_step", "last"],
             )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from query_api.repository import Grid
 from tests.query_api.readmodels import T0, ReadModels
 from tests.query_api.testclient import TestClient
 
@@ -136,6 +140,93 @@ def test_buckets_over_a_window_and_by_time(api: TestClient, models: ReadModels) 
         assert missing.status_code == 404, x
 
 
+def _expected_buckets(points: list[tuple[int, int, float]], grid: Grid) -> list[dict[str, Any]]:
+    """The buckets of `grid` computed point by point from (step, seq, value) (idx 0)."""
+    bounds = [grid.bounds(b) for b in range(grid.n)]
+    out = []
+    for b, (start, end) in enumerate(bounds):
+        inside = [p for p in points if start <= p[0] <= end]
+        if not inside:
+            continue
+        real = [p[2] for p in inside if not math.isnan(p[2])]
+        top = max((p[0], p[1]) for p in inside)
+        out.append(
+            {
+                "bucket": b,
+                "x_start": start,
+                "x_end": end,
+                "x_min": min(p[0] for p in inside),
+                "x_max": max(p[0] for p in inside),
+                "min": min(real) if real else math.nan,
+                "max": max(real) if real else math.nan,
+                "avg": math.fsum(p[2] for p in inside) / len(inside),
+                "count": len(inside),
+                "last": {p[2] for p in inside if (p[0], p[1]) == top},  # ranks may tie
+            }
+        )
+    return out
+
+
+def _num(v: Any) -> float:
+    return math.nan if v == "NaN" else float(v)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_bucket_views_equal_the_points_bucketed_one_by_one(
+    api: TestClient, models: ReadModels, data: st.DataObject
+) -> None:
+    """Whatever the range, n, window and ranks, the view (points, or the rollup of 32-,
+    512- or 8,192-step blocks plus the points of cut blocks) equals the buckets computed
+    point by point: counts, min/max (NaN ignored), avg, x bounds and last."""
+    run = "r-" + uuid.uuid4().hex[:8]
+    models.run(run)
+    spread = data.draw(st.sampled_from([300, 60_000, 5_000_000]), "spread")
+    points: list[tuple[int, int, float]] = []
+    # dense runs of steps (around the window's edges below) and scattered ones
+    centers = data.draw(st.lists(st.integers(-spread // 8, spread), min_size=1, max_size=3), "c")
+    for rank in range(data.draw(st.integers(1, 2), "ranks")):
+        steps = [c + d for c in centers for d in range(-40, 40, rank + 1)]
+        steps += data.draw(st.lists(st.integers(-spread // 8, spread), max_size=100), "steps")
+        pool = [0.5, -2.0, 7.25, math.nan, 3.0, 1e6]
+        values = [pool[(i * 7 + rank) % len(pool)] for i in range(len(steps))]
+        seq = 1000 * (1 - rank)  # the second rank's seqs are lower: log order is not last
+        models.points(run, "loss", values, steps=steps, producer=f"p{rank}", seq=seq)
+        points += [(st_, seq + i, v) for i, (st_, v) in enumerate(zip(steps, values))]
+    lo, hi = min(p[0] for p in points), max(p[0] for p in points)
+    params: dict[str, Any] = {"n": data.draw(st.integers(1, 40), "n")}
+    if data.draw(st.booleans(), "window"):
+        # edges near dense runs: partial blocks at either end hold points on both sides
+        edge = st.one_of(
+            st.integers(lo - 50, hi + 50),
+            st.builds(lambda c, d: c + d, st.sampled_from(centers), st.integers(-30, 30)),
+        )
+        a, b = sorted(data.draw(edge, f"edge{i}") for i in range(2))
+        params.update(start=a, end=b)
+        lo, hi = a, b
+    body = api.get(f"/api/v1/runs/{run}/metrics/loss/buckets", params=params).json()
+    assert (body["start"], body["end"]) == (lo, hi)
+    cut = ("start" in params, "end" in params)
+    grid = Grid.of("step", lo, hi, params["n"], cut)
+    want = _expected_buckets([p for p in points if lo <= p[0] <= hi], grid)
+    got = body["buckets"]
+    assert [g["bucket"] for g in got] == [w["bucket"] for w in want], (grid, params)
+    for g, w in zip(got, want, strict=True):
+        for k in ("x_start", "x_end", "x_min", "x_max", "count"):
+            assert g[k] == w[k], (k, g, w, grid)
+        for k in ("min", "max"):
+            assert _num(g[k]) == w[k] or (math.isnan(_num(g[k])) and math.isnan(w[k])), (k, g, w)
+        assert _num(g["avg"]) == pytest.approx(w["avg"], nan_ok=True, rel=1e-9)
+        assert any(
+            _num(g["last"]) == v or (math.isnan(v) and math.isnan(_num(g["last"])))
+            for v in w["last"]
+        ), (g, w)
+
+
 def test_buckets_over_the_whole_int64_step_range(api: TestClient, models: ReadModels) -> None:
     """(step - start) * n overflows Int64 here: the bucket index is computed in Int128."""
     models.run("r")
@@ -148,6 +239,7 @@ def test_buckets_over_the_whole_int64_step_range(api: TestClient, models: ReadMo
         column_names=["run_id", "key", "split", "step", "epoch", "timestamp", "value"]
         + ["producer_id", "seq", "idx"],
     )
+    models.rollup("r", "loss", "", [(s, i, 0, float(i + 1)) for i, s in enumerate(steps)])
     models.client.insert(
         f"{models.db}.metric_summary",
         [["default", "1", "loss", "", "r", 4, 10.0, 1.0, 4.0, lo, hi, (hi, 0, 3, 0, 4.0)]],
