@@ -53,6 +53,10 @@ _SEEN_CHUNK = 1000  # pairs: two lists per query
 #: (1.45 -> 1.89 M rows/s for 1 M-row batches here). Reads never depend on it: the same
 #: point from two batches lands in two parts anyway and FINAL/merges collapse both cases.
 _POINTS_INSERT = {"optimize_on_insert": 0}
+#: ... and so is metric_rollup (a batch writes one row per series, level and block: there
+#: is nothing for the pass to merge; 33 k rows of 1 M points: 65 -> 36 ms, with the producer
+#: ids of `last` dictionary-encoded 31 ms)
+_ROLLUP_INSERT = {"optimize_on_insert": 0}
 
 
 @dataclass(frozen=True)
@@ -366,7 +370,10 @@ class ClickHouseSink:
                 self.client.insert_arrow(
                     f"{self.database}.metric_rollup",
                     out.rollup,
-                    settings={"insert_deduplication_token": f"{base}:metric_rollup"},
+                    settings={
+                        "insert_deduplication_token": f"{base}:metric_rollup",
+                        **_ROLLUP_INSERT,
+                    },
                 )
             for table in ("metric_summary", *out.rows.tables()):
                 if not out.rows.count(table):

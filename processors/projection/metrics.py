@@ -431,7 +431,7 @@ class PointBuffer:
                     [
                         pa.array(cat("last_step")),
                         pa.array(cat("last_order")),
-                        pa.array(self._producers.values, pa.string()).take(cat("last_producer")),
+                        self._producers.arrow(cat("last_producer")),
                         pa.array(cat("last_value")),
                     ],
                     names=["step", "order", "producer", "value"],
