@@ -34,29 +34,14 @@ ENGINE = AggregatingMergeTree
 ORDER BY (run_id, key, split, level, block)
 SETTINGS non_replicated_deduplication_window = 10000;
 
--- Backfill from the points of a database migrated before this table existed (a fixed
--- deduplication token per level: a migration interrupted after an INSERT and run again
--- does not add its sums twice).
+-- Backfill from the points of a database migrated before this table existed, every level
+-- in one statement with a fixed deduplication token (a migration interrupted after it and
+-- run again does not add its sums twice).
 INSERT INTO {db}.metric_rollup
-SELECT run_id, key, split, 0, intDiv(step - positiveModulo(step, 32), 32) AS block, count(),
-    sum(value), min(value), max(value), min(step),
+SELECT run_id, key, split, lv.1 AS level, intDiv(step - positiveModulo(step, lv.2), lv.2) AS block,
+    count(), sum(value), min(value), max(value), min(step),
     max(tuple(step, bitShiftLeft(seq, 20) + idx, toString(producer_id), value))
 FROM {db}.metric_points
-GROUP BY run_id, key, split, block
-SETTINGS insert_deduplication_token = '0005_metric_rollup:0';
-
-INSERT INTO {db}.metric_rollup
-SELECT run_id, key, split, 1, intDiv(step - positiveModulo(step, 512), 512) AS block, count(),
-    sum(value), min(value), max(value), min(step),
-    max(tuple(step, bitShiftLeft(seq, 20) + idx, toString(producer_id), value))
-FROM {db}.metric_points
-GROUP BY run_id, key, split, block
-SETTINGS insert_deduplication_token = '0005_metric_rollup:1';
-
-INSERT INTO {db}.metric_rollup
-SELECT run_id, key, split, 2, intDiv(step - positiveModulo(step, 8192), 8192) AS block, count(),
-    sum(value), min(value), max(value), min(step),
-    max(tuple(step, bitShiftLeft(seq, 20) + idx, toString(producer_id), value))
-FROM {db}.metric_points
-GROUP BY run_id, key, split, block
-SETTINGS insert_deduplication_token = '0005_metric_rollup:2'
+ARRAY JOIN [(0, 32), (1, 512), (2, 8192)] AS lv
+GROUP BY run_id, key, split, level, block
+SETTINGS insert_deduplication_token = '0005_metric_rollup'

@@ -445,6 +445,13 @@ def test_metric_rollup_backfill_equals_the_projection(
     statements again (a crash before it was recorded) adds nothing."""
     _reference(chdb_client, scratch_dbs)
     src = scratch_dbs[-1]
+    # and a series over several blocks of every level (negative steps too)
+    w = Writer()
+    spread = np.arange(-20_000, 30_000, 7, dtype=np.int64)
+    proc = BatchProcessor(ClickHouseSink(chdb_client, src))
+    batch = proc.prepare("wide", 0, source([("MetricsLogged", w.metrics("wide", spread, ["x"]))]))
+    assert batch is not None
+    asyncio.run(proc.commit(batch))
     db = new_db_name("rollup")
     scratch_dbs.append(db)
     before, rollup = migrations()[:4], migrations()[4]
