@@ -56,18 +56,18 @@ def series_key(key: str, split: str) -> str:
     return f"{len(key)}:{key}{split}"
 
 
-#: `metric_rollup` levels (migration 0005, written by the processors, read by the query
-#: API: their contract): level l holds per-series aggregates of the steps
-#: [b * 2**ROLLUP_SHIFTS[l], (b + 1) * 2**ROLLUP_SHIFTS[l] - 1] in its row of block b
-#: (32, 512 and 8,192 steps).
-ROLLUP_SHIFTS = (5, 9, 13)
-
-
 def parse_series_key(text: str) -> tuple[str, str]:
     """The (key, split) of a `series_key`."""
     n, _, rest = text.partition(":")
     size = int(n)
     return rest[:size], rest[size:]
+
+
+#: `metric_rollup` levels (migration 0005, written by the processors, read by the query
+#: API: their contract): level l holds per-series aggregates of the steps
+#: [b * 2**ROLLUP_SHIFTS[l], (b + 1) * 2**ROLLUP_SHIFTS[l] - 1] in its row of block b
+#: (32, 512 and 8,192 steps).
+ROLLUP_SHIFTS = (5, 9, 13)
 
 
 _EVENT = "MetricsLogged"

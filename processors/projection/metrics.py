@@ -399,7 +399,7 @@ class PointBuffer:
                 # a level's blocks from the level below (in series and block order): the
                 # last point of a block is the last of its highest sub-block
                 block = block >> (shift - ROLLUP_SHIFTS[lvl - 1])
-            starts = _group_starts(series, block)
+            starts = np.flatnonzero(_changes(series, block))
             if starts.size < series.size:
                 ends = np.append(starts[1:], block.size) - 1
                 runs = {
@@ -444,20 +444,11 @@ _ROLLUP_SUMS = ("count", "sum_value", "min_value", "max_value", "min_step")
 _ROLLUP_LAST = ("last_step", "last_order", "last_producer", "last_value")
 
 
-def _changes(series: I64, block: I64, chunk: I64) -> npt.NDArray[np.bool_]:
-    """Where a run of one (series, block, event) begins."""
-    change = np.empty(block.size, bool)
+def _changes(*cols: I64) -> npt.NDArray[np.bool_]:
+    """True where a run of equal values of every column begins."""
+    change = np.empty(cols[0].size, bool)
     change[:1] = True
-    np.not_equal(series[1:], series[:-1], out=change[1:])
-    change[1:] |= block[1:] != block[:-1]
-    change[1:] |= chunk[1:] != chunk[:-1]
+    np.not_equal(cols[0][1:], cols[0][:-1], out=change[1:])
+    for col in cols[1:]:
+        change[1:] |= col[1:] != col[:-1]
     return change
-
-
-def _group_starts(series: I64, block: I64) -> npt.NDArray[np.intp]:
-    """Indices where a run of equal (series, block) begins (the arrays are sorted by both)."""
-    change = np.empty(block.size, bool)
-    change[:1] = True
-    np.not_equal(series[1:], series[:-1], out=change[1:])
-    change[1:] |= block[1:] != block[:-1]
-    return np.flatnonzero(change)

@@ -46,7 +46,10 @@ class Grid:
     n: int
     level: int | None = None
     #: False: no point of the series lies below lo (above hi), as when [lo, hi] is the
-    #: series' own step range: the partial block at that end is read whole from the rollup
+    #: series' own step range: the partial block at that end is read whole from the rollup.
+    #: (That range comes from metric_summary, which a batch writes after its points and
+    #: rollup rows: a read between the two can count a point just beyond hi in the last
+    #: bucket, its x_max past `end`, until the summary lands.)
     cut_lo: bool = True
     cut_hi: bool = True
 
