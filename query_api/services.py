@@ -9,6 +9,7 @@ built for the caller's project (a token of project A never reads project B), and
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -27,6 +28,7 @@ from query_api.repository import (
 )
 from query_api.repository.leaderboard import LeaderboardRepository
 from query_api.repository.runs import ResultCache
+from query_api.repository.summaries import KnownRuns, require_runs
 from query_api.settings import Settings
 from query_api.writer import RunDirectory, Writer
 
@@ -47,6 +49,7 @@ class Shared:
     blobs: BlobStore | None
     runs: RunDirectory
     results: ResultCache | None
+    known_runs: KnownRuns
 
     @classmethod
     def build(
@@ -76,6 +79,7 @@ class Shared:
             blobs=blobs,
             runs=RunDirectory(),
             results=ResultCache(cache) if cache else None,
+            known_runs=KnownRuns(),
         )
 
 
@@ -111,6 +115,10 @@ class Services:
     @property
     def writer(self) -> Writer:
         return Writer(self.shared.log, self.shared.stamp, self.shared.marks, self.write_project)
+
+    def require_runs(self, run_ids: Sequence[str]) -> None:
+        """RunNotFound for the first of `run_ids` not in the caller's project."""
+        require_runs(self.shared.store, run_ids, self.settings.project, self.shared.known_runs)
 
     def wait_for(self, keys: list[str], token: str | None = None) -> None:
         """Read-your-writes: wait for this process's writes of `keys` (and a token's)."""

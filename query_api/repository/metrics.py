@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from query_api.repository.store import ReadStore
@@ -63,17 +64,17 @@ class Grid:
             return cls(lo, hi, n)
         return cls(lo, hi, n, levels[-1], *cut)
 
-    @property
+    @cached_property
     def size(self) -> int:
         """Steps per block of the level read (1: points)."""
         return 1 if self.level is None else 1 << ROLLUP_SHIFTS[self.level]
 
-    @property
+    @cached_property
     def first(self) -> int:
         """The first block that meets [lo, hi] (of the level read; a step when points)."""
         return self.lo // self.size
 
-    @property
+    @cached_property
     def blocks(self) -> int:
         """K: the number of blocks that meet [lo, hi] (W when points)."""
         return self.hi // self.size - self.first + 1
@@ -228,7 +229,12 @@ class MetricRepository:
                     f"SELECT toUInt32({i}) AS s, b, {aggregates} FROM "
                     f"({source.replace('{series}', where)}) GROUP BY b"
                 )
-            sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY s, b"
+            # one series: its aggregation alone (the union's outer sort costs ~0.7 ms)
+            sql = (
+                parts[0] + " ORDER BY b"
+                if len(parts) == 1
+                else (f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY s, b")
+            )
         else:
             params["runs"] = sorted({r for r, _ in pairs})
             params["keys"] = sorted({k for _, k in pairs})

@@ -10,7 +10,6 @@ from fastapi.responses import Response
 from query_api import paging
 from query_api.errors import BadRequest
 from query_api.repository import Axis, Grid, Series
-from query_api.repository.summaries import require_runs
 from query_api.responses import SafeJSONResponse
 from query_api.services import Services, services
 
@@ -40,7 +39,7 @@ def metric_history(
 ) -> Response:
     """Points in step order. JSON is paged; `Accept: application/vnd.apache.arrow.stream`
     returns the whole series (step, epoch, timestamp, value) as one Arrow IPC stream."""
-    require_runs(svc.metrics.store, [run_id], svc.settings.project)
+    svc.require_runs([run_id])
     series = Series(run_id, key, split, "step", start, end)
     if wants_arrow(request):
         if page_token is not None or max_results is not None:
@@ -77,9 +76,12 @@ def metric_buckets(
         raise BadRequest(f"n must be at most {svc.settings.max_buckets}")
     if start is not None and end is not None and start > end:
         raise BadRequest("start must not be greater than end")
-    require_runs(svc.metrics.store, [run_id], svc.settings.project)
+    svc.require_runs([run_id])
     series = Series(run_id, key, split, x, start, end)
-    x_range = svc.metrics.x_range([series])
+    if start is not None and end is not None:
+        x_range: tuple[int, int] | None = (start, end)  # the window given whole: no lookup
+    else:
+        x_range = svc.metrics.x_range([series])
     cut = (start is not None, end is not None)  # else: the series' own first/last step
     grid = None if x_range is None else Grid.of(x, *x_range, n, cut)
     buckets = [] if grid is None else svc.metrics.buckets([series], grid).get((run_id, key), [])

@@ -17,7 +17,6 @@ from producers.emit import experiment_id_for
 from query_api import mlflow_shapes, paging
 from query_api.errors import BadRequest
 from query_api.repository import Series
-from query_api.repository.summaries import require_runs
 from query_api.responses import SafeJSONResponse
 from query_api.run_search import search_runs
 from query_api.search import metric_key_split
@@ -99,7 +98,7 @@ def _history(
     if max_results is not None and not 1 <= max_results <= cap:
         raise BadRequest(f"Invalid value {max_results} for parameter 'max_results' supplied")
     svc.wait_for([run_key(rid)])
-    require_runs(svc.metrics.store, [rid], svc.settings.project)
+    svc.require_runs([rid])
     key, split = metric_key_split(metric_key)
     fp = paging.fingerprint("mlflow-history", rid, metric_key)
     points, cursor = svc.metrics.history(
@@ -149,7 +148,7 @@ def _history_bulk_interval(
         )
     ids = list(dict.fromkeys(run_ids))
     svc.wait_for([run_key(rid) for rid in ids])
-    require_runs(svc.metrics.store, ids, svc.settings.project)
+    svc.require_runs(ids)
     key, split = metric_key_split(metric_key)
     series = [Series(rid, key, split, "step", start_step, end_step) for rid in ids]
     x_range = svc.metrics.x_range(series)

@@ -16,7 +16,6 @@ from fastapi.responses import Response, StreamingResponse
 
 from query_api.errors import NotFound, QueryApiError
 from query_api.repository.extras import RunExtrasRepository
-from query_api.repository.summaries import require_runs
 from query_api.responses import SafeJSONResponse
 from query_api.services import Services, services
 
@@ -39,7 +38,7 @@ class ArtifactNotFound(NotFound):
 
 
 def _extras(svc: Services, run_id: str) -> RunExtrasRepository:
-    require_runs(svc.metrics.store, [run_id], svc.settings.project)
+    svc.require_runs([run_id])
     return RunExtrasRepository(svc.metrics.store)
 
 

@@ -27,7 +27,7 @@ from query_api.errors import BadRequest, WriteUnavailable
 from query_api.mlflow_writes import run_experiment
 from query_api.models import CompareRequest, SearchRunsRequest
 from query_api.repository import Grid, Series
-from query_api.repository.summaries import require_runs, summaries
+from query_api.repository.summaries import summaries
 from query_api.responses import SafeJSONResponse
 from query_api.run_search import search_runs
 from query_api.services import Services, services
@@ -117,7 +117,7 @@ def compare_runs(svc: Svc, req: CompareRequest) -> Response:
         raise BadRequest(f"n must be at most {svc.settings.max_buckets}")
     run_ids = list(dict.fromkeys(req.run_ids))
     keys = list(dict.fromkeys(req.keys))
-    require_runs(svc.metrics.store, run_ids, svc.settings.project)
+    svc.require_runs(run_ids)
     found = {
         (s["run_id"], s["key"]): s for s in summaries(svc.metrics.store, run_ids, keys, req.split)
     }
