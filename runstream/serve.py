@@ -1,5 +1,5 @@
 """Wiring of the server processes: the projection worker (cluster mode) and, in one-machine
-mode, the worker and the API in ONE process sharing one chDB client.
+mode, the worker and the API in ONE process over one chDB engine.
 
 Rule: this module only connects packages (settings -> clients -> processors/query_api); the
 behaviour lives in those packages.
@@ -151,17 +151,14 @@ def build_api(settings: ServerSettings, database: str, client_factory: Any) -> A
     return app
 
 
-def run_api(settings: ServerSettings, database: str, host: str, port: int) -> None:
-    """The query API alone (cluster mode: a ClickHouse server; one HTTP client per thread)."""
+def per_thread_clients(settings: ServerSettings) -> Any:
+    """The API's client factory: a client of its own for each thread that asks. A client runs
+    one query at a time (clickhouse-connect locks a chDB handle per call, and an HTTP session
+    is not re-entrant), so a shared one makes every read wait behind whatever else holds it:
+    in `serve`, the worker's inserts (~1 s for a 1 M-point batch), pages and compactions.
+    chDB handles on one engine run their queries side by side (~1 MB each)."""
     import threading
 
-    import uvicorn
-
-    if settings.clickhouse_url.startswith("chdb://"):
-        raise SystemExit(
-            "`runstream api` needs a ClickHouse server URL; with chDB the API "
-            "and the worker share one process: use `runstream serve`"
-        )
     local = threading.local()
 
     def factory() -> Any:
@@ -169,6 +166,25 @@ def run_api(settings: ServerSettings, database: str, host: str, port: int) -> No
             local.client = clickhouse_client(settings)
         return local.client
 
+    return factory
+
+
+def serve_clients(settings: ServerSettings) -> tuple[Any, Any]:
+    """`serve`'s clients: the worker's, and the API's factory (`per_thread_clients`), so no
+    read waits behind a worker query holding a shared client."""
+    return clickhouse_client(settings), per_thread_clients(settings)
+
+
+def run_api(settings: ServerSettings, database: str, host: str, port: int) -> None:
+    """The query API alone (cluster mode: a ClickHouse server; one HTTP client per thread)."""
+    import uvicorn
+
+    if settings.clickhouse_url.startswith("chdb://"):
+        raise SystemExit(
+            "`runstream api` needs a ClickHouse server URL; with chDB the API "
+            "and the worker share one process: use `runstream serve`"
+        )
+    factory = per_thread_clients(settings)
     from processors.migrate import migrate
 
     migrate(factory(), database)
@@ -186,7 +202,8 @@ def wake_reads_on_commits(app: Any, worker: Any) -> None:
 
 
 def serve(settings: ServerSettings, database: str, host: str, port: int) -> None:
-    """One-machine mode: projection worker + API in ONE process over ONE chDB client."""
+    """One-machine mode: projection worker + API in ONE process over one chDB engine; the
+    worker's client is its own, the API's threads have theirs (`per_thread_clients`)."""
     import socket
 
     import uvicorn
@@ -195,9 +212,9 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
     from processors.migrate import migrate
     from processors.telemetry import ChdbCollector, HeapCollector
 
-    client = clickhouse_client(settings)
+    client, api_clients = serve_clients(settings)
     migrate(client, database)  # before the API: it creates its token table in `database`
-    app = build_api(settings, database, lambda: client)
+    app = build_api(settings, database, api_clients)
     worker = make_worker(
         settings,
         client,
@@ -208,7 +225,8 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
     wake_reads_on_commits(app, worker)
     app.state.registry.register(HeapCollector())
     if settings.clickhouse_url.startswith("chdb://"):
-        app.state.registry.register(ChdbCollector(client))
+        # a handle of its own: a scrape does not wait behind the worker's inserts
+        app.state.registry.register(ChdbCollector(clickhouse_client(settings)))
     from runstream.replay import admin_router
 
     app.include_router(
