@@ -1,6 +1,6 @@
 """`runstream serve`'s API reads do not wait behind the worker's queries: the worker and
 each API thread have their own client (chDB handles on one engine run side by side; a
-shared handle runs one query at a time).
+shared handle runs one query at a time), and the worker's query threads are niced.
 
 chDB opens one data path per process: the engine is opened in a fresh subprocess, through
 `runstream.serve.serve_clients` as `serve` opens it.
@@ -33,6 +33,8 @@ SCRIPT = textwrap.dedent(
     t.start(); t.join()
     print("same thread, same client:", api() is mine)
     print("distinct clients:", len({id(worker), id(mine), id(other[0])}) == 3)
+    nice = "SELECT getSetting('os_thread_priority')"
+    print("nice:", worker.query(nice).result_rows[0][0], mine.query(nice).result_rows[0][0])
     busy = threading.Event()
     done = threading.Event()
     def slow():
@@ -58,4 +60,5 @@ def test_api_reads_do_not_wait_behind_the_worker_client(tmp_path: Path) -> None:
     ).stdout
     assert "same thread, same client: True" in out, out
     assert "distinct clients: True" in out, out
+    assert "nice: 10 0" in out, out  # the worker's query threads yield the CPU to reads
     assert "read while the worker's query ran: True" in out, out
