@@ -229,12 +229,10 @@ class MetricRepository:
                     f"SELECT toUInt32({i}) AS s, b, {aggregates} FROM "
                     f"({source.replace('{series}', where)}) GROUP BY b"
                 )
-            # one series: its aggregation alone (the union's outer sort costs ~0.7 ms)
-            sql = (
-                parts[0] + " ORDER BY b"
-                if len(parts) == 1
-                else (f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY s, b")
-            )
+            if len(parts) == 1:  # its aggregation alone: the union's outer sort costs ~0.7 ms
+                sql = parts[0] + " ORDER BY b"
+            else:
+                sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY s, b"
         else:
             params["runs"] = sorted({r for r, _ in pairs})
             params["keys"] = sorted({k for _, k in pairs})
