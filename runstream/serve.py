@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -151,7 +152,7 @@ def build_api(settings: ServerSettings, database: str, client_factory: Any) -> A
     return app
 
 
-def per_thread_clients(settings: ServerSettings) -> Any:
+def per_thread_clients(settings: ServerSettings) -> Callable[[], Any]:
     """The API's client factory: a client of its own for each thread that asks. A client runs
     one query at a time (clickhouse-connect locks a chDB handle per call, and an HTTP session
     is not re-entrant), so a shared one makes every read wait behind whatever else holds it:
@@ -177,7 +178,7 @@ def per_thread_clients(settings: ServerSettings) -> Any:
 WORKER_NICE = 10
 
 
-def serve_clients(settings: ServerSettings) -> tuple[Any, Any]:
+def serve_clients(settings: ServerSettings) -> tuple[Any, Callable[[], Any]]:
     """`serve`'s clients: the worker's (its query threads niced, `WORKER_NICE`) and the API's
     factory (`per_thread_clients`), so no read waits behind a worker query holding a shared
     client or competes with it for the CPU on equal terms."""

@@ -101,8 +101,9 @@ class KnownRuns:
     def add(self, generation: tuple[str, str], project: str | None, run_ids: set[str]) -> None:
         with self._lock:
             for run_id in run_ids:
-                self._items[(generation, project, run_id)] = None
-                self._items.move_to_end((generation, project, run_id))
+                k = (generation, project, run_id)
+                self._items[k] = None
+                self._items.move_to_end(k)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 

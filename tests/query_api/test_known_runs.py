@@ -29,7 +29,8 @@ class CountingStore(ReadStore):
 
 @pytest.fixture
 def store(chdb_client: Any, models: ReadModels) -> CountingStore:
-    return CountingStore(lambda: chdb_client, models.db)
+    # pointer_ttl_s=0: the database's UUID is read again on every lookup
+    return CountingStore(lambda: chdb_client, models.db, pointer_ttl_s=0)
 
 
 def test_a_found_run_is_not_looked_up_again(store: CountingStore, models: ReadModels) -> None:
@@ -75,7 +76,6 @@ def test_a_database_created_again_starts_with_nothing_held(
     chdb_client.command(f"DROP DATABASE {models.db} SYNC")
     chdb_client.command(f"CREATE DATABASE {models.db}")
     models.migrate()
-    store._checked_at = -float("inf")  # the pointer's next check (every second) is now
     assert existing_runs(store, ["a"], "default", known) == set()
     assert store.lookups == 2
 
