@@ -151,6 +151,9 @@ class BatchProcessor:
         self.done: dict[int, int] = {}
         #: runs whose `run_page` search document is behind `run_search` (refresh_pages)
         self.stale_pages: set[tuple[str, str, str]] = set()
+        #: `run_search` rows written since this processor started (each a partial row that
+        #: search's FINAL merges until the table is compacted; see `ProjectionWorker`)
+        self.search_rows_written = 0
         #: called after each committed batch (`runstream serve` wakes the API's reads that
         #: wait for their writes to be projected); must not block
         self.on_done: list[Callable[[], None]] = []
@@ -232,6 +235,7 @@ class BatchProcessor:
             except Exception:  # noqa: BLE001 - the batch is committed; a listener is a hint
                 log.exception("batch-done listener failed")
         rows = batch.projected.rows
+        self.search_rows_written += rows.count("run_search")
         self.stale_pages.update(
             zip(
                 rows.column("run_search", "project"),

@@ -64,6 +64,10 @@ class WorkerSettings:
     #: after writes, once the topic goes quiet, `run_search` is merged into one part (cheap
     #: FINAL for search), at most every max(this, 50 x the last merge's duration) seconds
     compact_interval: float = 30.0
+    #: ... or sooner, 10 x the last merge's duration after it, once this many `run_search`
+    #: rows were written since it (a load of that size makes search's FINAL slow: over
+    #: 100 k runs the page-key query takes 75-140 ms until merged, ~20 ms after)
+    compact_after_rows: int = 5_000
 
 
 #: while batches keep coming, the freed C heap is given back at most this often
@@ -155,7 +159,9 @@ class ProjectionWorker:
         self._last_pointer_check = 0.0
         self._pages_at = 0.0
         self._compact_after = 0.0
+        self._compact_soon_after = 0.0
         self._search_written = False
+        self._rows_at_compaction = 0
 
     @property
     def database(self) -> str:
@@ -214,8 +220,9 @@ class ProjectionWorker:
                     now = time.monotonic()
                     if busy:
                         self._heap_dirty = True
-                    await self._refresh_pages(busy, now)
+                    # merged first: the documents' refresh reads run_search FINAL too
                     await self._compact_search(busy, now)
+                    await self._refresh_pages(busy, now)
                     if self._heap_dirty and (not busy or now - self._trimmed_at > TRIM_EVERY_S):
                         self._heap_dirty = False
                         self._trimmed_at = now
@@ -247,13 +254,17 @@ class ProjectionWorker:
             log.warning("search documents not refreshed (%s); retried later", exc)
 
     async def _compact_search(self, busy: bool, now: float) -> None:
-        """Merge `run_search` into one part when the topic went quiet after writes, at most
-        every max(compact_interval, 50 x the last merge's duration): ~2 % of the time at
-        most, whatever the table's size."""
+        """Merge `run_search` into one part when the topic went quiet after writes: at most
+        every max(compact_interval, 50 x the last merge's duration) (~2 % of the time at
+        most, whatever the table's size), or 10 x its duration after the last once
+        `compact_after_rows` rows were written since (a bulk load is merged as soon as it
+        ends, not up to a minute later)."""
         self._search_written |= busy
-        if busy or not self._search_written or now < self._compact_after:
+        if busy or not self._search_written or self._stopping.is_set():
             return
-        if self._stopping.is_set():
+        written = self.processor.search_rows_written
+        many = written - self._rows_at_compaction >= self.settings.compact_after_rows
+        if now < (self._compact_soon_after if many else self._compact_after):
             return
         self._search_written = False
         started = time.monotonic()
@@ -262,8 +273,11 @@ class ProjectionWorker:
         except Exception as exc:  # noqa: BLE001 - only search speed depends on it
             log.warning("run_search not compacted (%s); retried later", exc)
             self._search_written = True
+        else:
+            self._rows_at_compaction = written
         spent = time.monotonic() - started
         self._compact_after = now + spent + max(self.settings.compact_interval, 50 * spent)
+        self._compact_soon_after = now + spent + 10 * spent
 
     # ---- the loop ----------------------------------------------------------------------
     async def step(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import deque
 from types import SimpleNamespace
 from typing import Any
@@ -169,6 +170,43 @@ def test_run_search_is_compacted_when_quiet_after_writes_and_not_more_often() ->
     assert step(False, 7.0) == 1  # new writes, but within compact_interval of the last
     assert step(False, 10_000.0) == 2  # the writes are still pending: compacted later
     assert step(False, 20_000.0) == 2
+
+
+class _SlowSink(_CountingSink):
+    def compact_search(self) -> None:
+        super().compact_search()
+        time.sleep(0.05)  # the merge's duration sets the next one's earliest time
+
+
+def test_a_large_load_is_compacted_when_it_ends_not_compact_interval_later() -> None:
+    """Once compact_after_rows run_search rows were written since the last merge, the next
+    quiet step merges again 10 x the last merge's duration after it (here ~0.5 s), not
+    compact_interval (30 s) later; fewer rows still wait for compact_interval."""
+    worker = ProjectionWorker(
+        None,
+        bootstrap="unused",
+        database="unused",
+        settings=WorkerSettings(compact_interval=30, compact_after_rows=1000),
+    )
+    sink = _SlowSink()
+    worker.processor.sink = sink  # type: ignore[assignment]
+
+    def step(busy: bool, now: float, rows: int = 0) -> int:
+        worker.processor.search_rows_written += rows
+        asyncio.run(worker._compact_search(busy, now))
+        return sink.compactions
+
+    assert step(True, 1.0, rows=10) == 0
+    assert step(False, 2.0) == 1  # quiet after writes (the first merge has no wait)
+    assert step(True, 2.1, rows=1000) == 1
+    assert step(False, 2.3) == 1  # 1,000 rows since, but within 10 x the merge's ~0.05 s
+    assert step(False, 3.0) == 2  # ... and then, long before 2 + 30 s
+    assert step(True, 4.0, rows=999) == 2
+    assert step(False, 5.0) == 2  # 999 rows since: compact_interval applies
+    assert step(True, 6.0, rows=5000) == 2
+    assert step(True, 7.0) == 2  # never while batches keep coming
+    assert step(False, 8.0) == 3
+    assert step(False, 9.0) == 3  # nothing written since
 
 
 class _StaleRuns:
