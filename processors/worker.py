@@ -160,7 +160,7 @@ class ProjectionWorker:
         self._pages_at = 0.0
         self._compact_after = 0.0
         self._compact_soon_after = 0.0
-        self._search_written = False
+        #: `processor.search_rows_written` when run_search was last merged
         self._rows_at_compaction = 0
 
     @property
@@ -259,20 +259,18 @@ class ProjectionWorker:
         most, whatever the table's size), or 10 x its duration after the last once
         `compact_after_rows` rows were written since (a bulk load is merged as soon as it
         ends, not up to a minute later)."""
-        self._search_written |= busy
-        if busy or not self._search_written or self._stopping.is_set():
-            return
         written = self.processor.search_rows_written
-        many = written - self._rows_at_compaction >= self.settings.compact_after_rows
+        since = written - self._rows_at_compaction
+        if busy or since <= 0 or self._stopping.is_set():
+            return
+        many = since >= self.settings.compact_after_rows
         if now < (self._compact_soon_after if many else self._compact_after):
             return
-        self._search_written = False
         started = time.monotonic()
         try:
             await asyncio.to_thread(self.processor.sink.compact_search)
         except Exception as exc:  # noqa: BLE001 - only search speed depends on it
             log.warning("run_search not compacted (%s); retried later", exc)
-            self._search_written = True
         else:
             self._rows_at_compaction = written
         spent = time.monotonic() - started

@@ -43,15 +43,20 @@ class _Buffered:
         return sum(len(q) for q in self.parts.values())
 
 
+def _offline_worker(**settings: Any) -> ProjectionWorker:
+    """A worker never started (no ClickHouse, no Kafka): its loop's decisions alone."""
+    return ProjectionWorker(
+        None, bootstrap="unused", database="unused", settings=WorkerSettings(**settings)
+    )
+
+
 def _fetch(worker: ProjectionWorker, consumer: _Buffered) -> dict[int, list[Any]]:
     return asyncio.run(worker._fetch(consumer))  # type: ignore[arg-type]
 
 
 def test_a_batch_is_about_batch_max_bytes_whatever_is_buffered() -> None:
     budget = 1 << 20
-    worker = ProjectionWorker(
-        None, bootstrap="unused", database="unused", settings=WorkerSettings(batch_max_bytes=budget)
-    )
+    worker = _offline_worker(batch_max_bytes=budget)
     record = 40_000
     consumer = _Buffered([record] * 400)  # 16 MB buffered, 16x the budget
     seen = 0
@@ -72,9 +77,7 @@ def test_batches_stay_within_batch_max_bytes_when_record_sizes_jump() -> None:
     still hold about batch_max_bytes each, every record once and in order. (A 77 MB batch
     of 3.75 M points made chDB's insert exceed its per-query memory cap, retried forever.)"""
     budget = 1 << 20
-    worker = ProjectionWorker(
-        None, bootstrap="unused", database="unused", settings=WorkerSettings(batch_max_bytes=budget)
-    )
+    worker = _offline_worker(batch_max_bytes=budget)
     big = 300_000
     consumer = _Buffered([200] * 4 + [big] * 80)
     fetched = _fetch(worker, consumer)
@@ -86,12 +89,7 @@ def test_batches_stay_within_batch_max_bytes_when_record_sizes_jump() -> None:
 
 
 def test_small_records_still_fill_a_batch_by_count() -> None:
-    worker = ProjectionWorker(
-        None,
-        bootstrap="unused",
-        database="unused",
-        settings=WorkerSettings(batch_size=500, batch_max_bytes=1 << 30),
-    )
+    worker = _offline_worker(batch_size=500, batch_max_bytes=1 << 30)
     consumer = _Buffered([100] * 2000)
     batch = _fetch(worker, consumer)
     assert sum(len(rs) for rs in batch.values()) == 500
@@ -121,12 +119,7 @@ def test_a_lone_record_waits_batch_linger_not_batch_timeout() -> None:
     """The first getmany may wait the whole batch_timeout; once records came, the fetch
     waits at most batch_linger for more (a write is projected ~20 ms after it arrives, not
     after the whole batch_timeout as with faust's take(n, within=t))."""
-    worker = ProjectionWorker(
-        None,
-        bootstrap="unused",
-        database="unused",
-        settings=WorkerSettings(batch_timeout=5.0, batch_linger=0.02),
-    )
+    worker = _offline_worker(batch_timeout=5.0, batch_linger=0.02)
     consumer = _Trickle(gap_s=0.5)
     batch = _fetch(worker, consumer)  # type: ignore[arg-type]
     assert [r.offset for rs in batch.values() for r in rs] == [1]
@@ -151,22 +144,23 @@ def test_run_search_is_compacted_when_quiet_after_writes_and_not_more_often() ->
     """Merging run_search into one part (cheap FINAL for search) happens on the first quiet
     step after writes, never while batches keep coming, never without new writes, and not
     again before compact_interval."""
-    worker = ProjectionWorker(
-        None, bootstrap="unused", database="unused", settings=WorkerSettings(compact_interval=30)
-    )
+    worker = _offline_worker(compact_interval=30)
     sink = _CountingSink()
     worker.processor.sink = sink  # type: ignore[assignment]
 
-    def step(busy: bool, now: float) -> int:
+    def step(busy: bool, now: float, rows: int = 0) -> int:
+        worker.processor.search_rows_written += rows
         asyncio.run(worker._compact_search(busy, now))
         return sink.compactions
 
     assert step(False, 1.0) == 0  # quiet, nothing written yet
-    assert step(True, 2.0) == 0  # busy
+    assert step(True, 1.5) == 0
+    assert step(False, 1.8) == 0  # batches came, but none wrote run_search
+    assert step(True, 2.0, rows=3) == 0  # busy
     assert step(True, 3.0) == 0
     assert step(False, 4.0) == 1  # quiet after writes
     assert step(False, 5.0) == 1  # no new writes
-    assert step(True, 6.0) == 1
+    assert step(True, 6.0, rows=3) == 1
     assert step(False, 7.0) == 1  # new writes, but within compact_interval of the last
     assert step(False, 10_000.0) == 2  # the writes are still pending: compacted later
     assert step(False, 20_000.0) == 2
@@ -182,12 +176,7 @@ def test_a_large_load_is_compacted_when_it_ends_not_compact_interval_later() -> 
     """Once compact_after_rows run_search rows were written since the last merge, the next
     quiet step merges again 10 x the last merge's duration after it (here ~0.5 s), not
     compact_interval (30 s) later; fewer rows still wait for compact_interval."""
-    worker = ProjectionWorker(
-        None,
-        bootstrap="unused",
-        database="unused",
-        settings=WorkerSettings(compact_interval=30, compact_after_rows=1000),
-    )
+    worker = _offline_worker(compact_interval=30, compact_after_rows=1000)
     sink = _SlowSink()
     worker.processor.sink = sink  # type: ignore[assignment]
 
@@ -220,12 +209,7 @@ class _StaleRuns:
 
 
 def test_documents_are_refreshed_when_quiet_and_at_an_interval_while_busy() -> None:
-    worker = ProjectionWorker(
-        None,
-        bootstrap="unused",
-        database="unused",
-        settings=WorkerSettings(page_refresh_interval=1.0, page_refresh_min_gap=0.25),
-    )
+    worker = _offline_worker(page_refresh_interval=1.0, page_refresh_min_gap=0.25)
     proc = _StaleRuns()
     worker.processor = proc  # type: ignore[assignment]
 
@@ -318,14 +302,7 @@ def test_records_fetched_across_an_assignment_seek_are_not_processed_twice() -> 
     tables would count those points twice for good (metric_points until a merge)."""
 
     async def scenario() -> list[list[int]]:
-        worker = ProjectionWorker(
-            None,
-            bootstrap="unused",
-            database="unused",
-            settings=WorkerSettings(
-                batch_timeout=5.0, batch_linger=5.0, pointer_check_interval=3600
-            ),
-        )
+        worker = _offline_worker(batch_timeout=5.0, batch_linger=5.0, pointer_check_interval=3600)
         worker._last_pointer_check = float("inf")
         release = threading.Event()
         consumer = _Rebalancing(release)
