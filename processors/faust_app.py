@@ -38,6 +38,7 @@ import contextlib
 import logging
 import signal
 import tempfile
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +50,7 @@ import faust
 
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
+from processors.compaction import COMPACTING_PARTITION, SearchCompaction
 from processors.errors import PartitionTaken
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
@@ -76,8 +78,12 @@ class FaustSettings:
     request_timeout: float = 30.0
     retry_backoff_max: float = 5.0
     stream_buffer_maxsize: int = 4096
-    #: the search documents of the runs written are rewritten this often (migration 0003)
+    #: the search documents of the runs written are rewritten this often (migration 0003),
+    #: and `run_search` merged if due (`processors.compaction`; "quiet": no batch since the
+    #: last time)
     page_refresh_interval: float = 1.0
+    compact_interval: float = 30.0
+    compact_after_rows: int = 5_000
 
 
 class _App(faust.App):
@@ -169,7 +175,11 @@ class FaustProjector:
         source = self.app.topic(topic, key_serializer="raw", value_serializer="raw")
         self.app.agent(source, name=f"{s.app_id}.project")(self._agent)
         self.app.after_seek = self._seek_to_positions
-        self.app.timer(s.page_refresh_interval, name=f"{s.app_id}.pages")(self._refresh_pages)
+        self.compaction = SearchCompaction(s.compact_interval, s.compact_after_rows)
+        #: batches committed, and their count at the last maintenance tick
+        self._committed = 0
+        self._committed_seen = 0
+        self.app.timer(s.page_refresh_interval, name=f"{s.app_id}.maintain")(self._maintain)
 
     @property
     def database(self) -> str:
@@ -253,6 +263,7 @@ class FaustProjector:
             if batch is not None:
                 prepared = batch
                 await self._retry(partition, rebalance, lambda: self.processor.commit(prepared))
+                self._committed += 1
         except _Abandon:
             self.processor.forget(partition)
             raise
@@ -304,15 +315,27 @@ class FaustProjector:
             )
         await asyncio.gather(*futs)
 
-    async def _refresh_pages(self) -> None:
-        """Rewrite the search documents of the runs written since the last time (a cache: a
+    async def _maintain(self) -> None:
+        """On the timer, between batches (the agent's lock: one client is never used by two
+        threads at once, which an HTTP session refuses): merge `run_search` when due, then
+        rewrite the search documents of the runs written since the last time (a cache: a
         failure only leaves searches reading those runs from `run_search`)."""
-        if not self.processor.stale_pages:
-            return
-        try:
-            await asyncio.to_thread(self.processor.refresh_pages)
-        except Exception as exc:  # noqa: BLE001 - retried at the next tick
-            log.warning("search documents not refreshed (%s); retried later", exc)
+        async with self._lock:
+            busy = self._committed != self._committed_seen
+            self._committed_seen = self._committed
+            await self.compaction.maybe(
+                lambda: self.processor.sink.compact_search(),
+                written=self.processor.search_rows_written,
+                busy=busy,
+                owns_partition_0=COMPACTING_PARTITION in self.next_offsets,
+                now=time.monotonic(),
+            )
+            if not self.processor.stale_pages:
+                return
+            try:
+                await asyncio.to_thread(self.processor.refresh_pages)
+            except Exception as exc:  # noqa: BLE001 - retried at the next tick
+                log.warning("search documents not refreshed (%s); retried later", exc)
 
     # ---- positions: ClickHouse, not Kafka ----------------------------------------------
     async def _seek_to_positions(self) -> None:

@@ -30,6 +30,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from processors import heap
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
+from processors.compaction import COMPACTING_PARTITION, SearchCompaction
 from processors.errors import PartitionTaken, ProcessorError
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
@@ -61,12 +62,10 @@ class WorkerSettings:
     page_refresh_interval: float = 1.0
     #: ... and when it goes quiet, at most this often
     page_refresh_min_gap: float = 0.25
-    #: after writes, once the topic goes quiet, `run_search` is merged into one part (cheap
-    #: FINAL for search), at most every max(this, 50 x the last merge's duration) seconds
+    #: `run_search` merges (`processors.compaction`): at most every max(this, 50 x the last
+    #: merge's duration) seconds ...
     compact_interval: float = 30.0
-    #: ... or sooner, 10 x the last merge's duration after it, once this many `run_search`
-    #: rows were written since it (a load of that size makes search's FINAL slow: over
-    #: 100 k runs the page-key query takes 75-140 ms until merged, ~20 ms after)
+    #: ... or 10 x its duration after the last once this many rows were written since
     compact_after_rows: int = 5_000
 
 
@@ -158,10 +157,9 @@ class ProjectionWorker:
         self._assigned: set[int] = set()
         self._last_pointer_check = 0.0
         self._pages_at = 0.0
-        self._compact_after = 0.0
-        self._compact_soon_after = 0.0
-        #: `processor.search_rows_written` when run_search was last merged
-        self._rows_at_compaction = 0
+        self.compaction = SearchCompaction(
+            self.settings.compact_interval, self.settings.compact_after_rows
+        )
 
     @property
     def database(self) -> str:
@@ -254,28 +252,16 @@ class ProjectionWorker:
             log.warning("search documents not refreshed (%s); retried later", exc)
 
     async def _compact_search(self, busy: bool, now: float) -> None:
-        """Merge `run_search` into one part when the topic went quiet after writes: at most
-        every max(compact_interval, 50 x the last merge's duration) (~2 % of the time at
-        most, whatever the table's size), or 10 x its duration after the last once
-        `compact_after_rows` rows were written since (a bulk load is merged as soon as it
-        ends, not up to a minute later)."""
-        written = self.processor.search_rows_written
-        since = written - self._rows_at_compaction
-        if busy or since <= 0 or self._stopping.is_set():
+        """Merge `run_search` into one part when due (`processors.compaction`)."""
+        if self._stopping.is_set():
             return
-        many = since >= self.settings.compact_after_rows
-        if now < (self._compact_soon_after if many else self._compact_after):
-            return
-        started = time.monotonic()
-        try:
-            await asyncio.to_thread(self.processor.sink.compact_search)
-        except Exception as exc:  # noqa: BLE001 - only search speed depends on it
-            log.warning("run_search not compacted (%s); retried later", exc)
-        else:
-            self._rows_at_compaction = written
-        spent = time.monotonic() - started
-        self._compact_after = now + spent + max(self.settings.compact_interval, 50 * spent)
-        self._compact_soon_after = now + spent + 10 * spent
+        await self.compaction.maybe(
+            lambda: self.processor.sink.compact_search(),
+            written=self.processor.search_rows_written,
+            busy=busy,
+            owns_partition_0=COMPACTING_PARTITION in self._assigned,
+            now=now,
+        )
 
     # ---- the loop ----------------------------------------------------------------------
     async def step(self) -> int:

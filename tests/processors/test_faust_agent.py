@@ -203,6 +203,58 @@ def test_failing_sink_loses_nothing_and_duplicates_nothing(
     _no_duplicates(chdb_client, read_db)
 
 
+def _active_parts(client: Any, database: str, table: str) -> int:
+    return int(
+        client.query(
+            "SELECT count() FROM system.parts WHERE database = %(d)s AND table = %(t)s AND active",
+            parameters={"d": database, "t": table},
+        ).result_rows[0][0]
+    )
+
+
+def test_run_search_is_merged_once_the_topic_goes_quiet(
+    connection: Connection, chdb_client: Any, read_db: str, kafka_topic: str, tmp_path: Path
+) -> None:
+    """The faust engine merges run_search into one part when its batches stop (the policy
+    of `processors.compaction`, as the aiokafka worker): search's FINAL then merges nothing."""
+    boot = connection.kafka_bootstrap
+    merges: list[int] = []
+
+    async def scenario() -> None:
+        settings = dataclasses.replace(_settings(), page_refresh_interval=0.2)
+        app = make_app(
+            chdb_client,
+            bootstrap=boot,
+            database=read_db,
+            topic=kafka_topic,
+            dlq_topic=kafka_topic + ".dlq",
+            settings=settings,
+            data_dir=tmp_path / "faust",
+        )
+        sink = projector(app).processor.sink
+        merge = sink.compact_search
+
+        def counted() -> None:
+            merge()
+            merges.append(_active_parts(chdb_client, read_db, "run_search"))
+
+        sink.compact_search = counted  # type: ignore[method-assign]
+        await app.start()
+        try:
+            await run_producers(boot, kafka_topic, 2, [f"r{i}" for i in range(8)], 6, 50)
+            await wait_projected(chdb_client, read_db, boot, kafka_topic, timeout=60)
+            for _ in range(100):
+                if merges:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await app.stop()
+
+    asyncio.run(scenario())
+    assert merges, "run_search was never merged"
+    assert merges[-1] == 1
+
+
 def test_stop_and_restart_mid_stream_is_exact(
     connection: Connection, chdb_client: Any, read_db: str, kafka_topic: str, tmp_path: Path
 ) -> None:

@@ -145,6 +145,7 @@ def test_run_search_is_compacted_when_quiet_after_writes_and_not_more_often() ->
     step after writes, never while batches keep coming, never without new writes, and not
     again before compact_interval."""
     worker = _offline_worker(compact_interval=30)
+    worker._assigned = {0, 1}
     sink = _CountingSink()
     worker.processor.sink = sink  # type: ignore[assignment]
 
@@ -177,6 +178,7 @@ def test_a_large_load_is_compacted_when_it_ends_not_compact_interval_later() -> 
     quiet step merges again 10 x the last merge's duration after it (here ~0.5 s), not
     compact_interval (30 s) later; fewer rows still wait for compact_interval."""
     worker = _offline_worker(compact_interval=30, compact_after_rows=1000)
+    worker._assigned = {0}
     sink = _SlowSink()
     worker.processor.sink = sink  # type: ignore[assignment]
 
@@ -196,6 +198,22 @@ def test_a_large_load_is_compacted_when_it_ends_not_compact_interval_later() -> 
     assert step(True, 7.0) == 2  # never while batches keep coming
     assert step(False, 8.0) == 3
     assert step(False, 9.0) == 3  # nothing written since
+
+
+def test_only_the_owner_of_partition_0_compacts_the_shared_run_search() -> None:
+    """Every worker of a cluster writes the one run_search table: the owner of partition 0
+    merges it, the others never do (one merge is enough; N would redo it N times)."""
+    owner, other = _offline_worker(), _offline_worker()
+    owner._assigned, other._assigned = {0, 2}, {1, 3}
+    for worker in (owner, other):
+        worker.processor.sink = _CountingSink()  # type: ignore[assignment]
+        worker.processor.search_rows_written = 10_000
+        asyncio.run(worker._compact_search(False, 100.0))
+    assert owner.processor.sink.compactions == 1  # type: ignore[attr-defined]
+    assert other.processor.sink.compactions == 0  # type: ignore[attr-defined]
+    other._assigned = {0, 1, 3}  # a rebalance gave it partition 0
+    asyncio.run(other._compact_search(False, 200.0))
+    assert other.processor.sink.compactions == 1  # type: ignore[attr-defined]
 
 
 class _StaleRuns:
