@@ -168,6 +168,43 @@ def test_end_to_end_dlq_archive_and_replay(
     assert ClickHouseSink(chdb_client, read_db).active_database() == read_db + "_v9"
 
 
+def test_search_documents_are_refreshed_once_caught_up_not_after_an_empty_fetch(
+    connection: Connection, chdb_client: Any, read_db: str, kafka_topic: str
+) -> None:
+    """The last batch of a load leaves the worker caught up: it refreshes the search
+    documents then (and merges run_search if due), as after an empty fetch, without waiting
+    batch_timeout for that fetch (here 5 s; the busy-time refresh is 30 s away)."""
+    boot = connection.kafka_bootstrap
+    w = Writer()
+
+    async def send(runs: list[str]) -> None:
+        records = [w.record("RunCreated", r, name=r) for r in runs]
+        await _send(boot, kafka_topic, [(key_of(r), encode("RunCreated", r)) for r in records])
+
+    async def scenario() -> None:
+        settings = dataclasses.replace(
+            _settings(), batch_timeout=5.0, page_refresh_interval=30.0, page_refresh_min_gap=0.05
+        )
+        worker = ProjectionWorker(
+            chdb_client, bootstrap=boot, database=read_db, topic=kafka_topic, settings=settings
+        )
+        task = asyncio.create_task(worker.run())
+        try:
+            await send(["a1", "a2"])  # the first batch's documents: the busy-time refresh
+            await wait_projected(chdb_client, read_db, boot, kafka_topic)
+            await wait_pages(chdb_client, read_db, timeout=10.0)
+            await send(["b1", "b2", "b3"])
+            await wait_projected(chdb_client, read_db, boot, kafka_topic)
+            await wait_pages(chdb_client, read_db, timeout=2.0)
+        finally:
+            await worker.stop()
+            await task
+
+    asyncio.run(scenario())
+    rows = chdb_client.query(f"SELECT count() FROM {read_db}.run_page FINAL").result_rows
+    assert rows[0][0] == 5
+
+
 def test_failing_sink_loses_nothing_and_worker_follows_the_pointer(
     connection: Connection, chdb_client: Any, read_db: str, kafka_topic: str, scratch_dbs: list[str]
 ) -> None:
