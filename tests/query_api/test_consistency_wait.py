@@ -16,6 +16,7 @@ class _Positions:
     """What `projection_position` would answer; counts the reads."""
 
     db = "db"
+    generation: tuple[str, str] | None = ("db", "uuid-1")
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
@@ -70,3 +71,32 @@ def test_a_ticked_wait_is_still_bounded() -> None:
     with pytest.raises(ConsistencyTimeout, match="did not reach"):
         waits.wait({0: 9})
     assert store.reads >= 2  # re-read on its fallback poll while no batch came
+
+
+def test_offsets_known_to_be_projected_are_not_read_again() -> None:
+    """Marks outlive their wait (a run written an hour ago still has one): once the position
+    read in a database passed them, later waits for them return without a query; a newer
+    offset reads again; another database generation (a replay switched, a database made
+    again under its name) starts from nothing."""
+    store = _Positions(9)
+    waits = Projections(store, "t", timeout_s=0.2, poll_s=0.01)  # type: ignore[arg-type]
+    waits.wait({0: 5})
+    assert store.reads == 1
+    waits.wait({0: 9})
+    waits.wait({0: 3})
+    assert store.reads == 1
+    with pytest.raises(ConsistencyTimeout):
+        waits.wait({0: 10})
+    assert store.reads > 1
+    reads = store.reads
+    store.generation = ("db", "uuid-2")
+    store.offset = 2  # the new generation is behind what the old one had reached
+    with pytest.raises(ConsistencyTimeout):
+        waits.wait({0: 5})
+    assert store.reads > reads
+    store.generation = None  # unknown generation: always read
+    store.offset = 20
+    reads = store.reads
+    waits.wait({0: 5})
+    waits.wait({0: 5})
+    assert store.reads == reads + 2
