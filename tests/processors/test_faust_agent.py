@@ -67,6 +67,26 @@ def _settings() -> FaustSettings:
     return FaustSettings(app_id=f"faust-{uuid.uuid4().hex[:8]}", batch_timeout=0.1)
 
 
+def _app(
+    client: Any,
+    boot: str,
+    database: str,
+    topic: str,
+    settings: FaustSettings,
+    data_dir: Path,
+    dlq: str | None = None,
+) -> Any:
+    return make_app(
+        client,
+        bootstrap=boot,
+        database=database,
+        topic=topic,
+        dlq_topic=dlq or topic + ".dlq",
+        settings=settings,
+        data_dir=data_dir,
+    )
+
+
 def _no_duplicates(client: Any, database: str) -> None:
     got = digest(client, database)
     for table in ("events", "metric_points", "run_versions"):
@@ -133,15 +153,7 @@ def test_catch_up_and_live_exact_and_pending_intent_redone_with_its_bounds(
         settings = _settings()
         # ... and faust had acked (so committed) everything: Kafka's offsets must not count.
         await _commit(boot, settings.app_id, kafka_topic, ends)
-        app = make_app(
-            chdb_client,
-            bootstrap=boot,
-            database=read_db,
-            topic=kafka_topic,
-            dlq_topic=dlq,
-            settings=settings,
-            data_dir=tmp_path / "faust",
-        )
+        app = _app(chdb_client, boot, read_db, kafka_topic, settings, tmp_path / "faust", dlq=dlq)
         await app.start()
         try:
             await wait_projected(chdb_client, read_db, boot, kafka_topic, timeout=60)
@@ -178,15 +190,7 @@ def test_failing_sink_loses_nothing_and_duplicates_nothing(
 
     async def scenario() -> dict[str, Any]:
         settings = dataclasses.replace(_settings(), retry_backoff_max=0.3, batch_max_bytes=40_000)
-        app = make_app(
-            flaky,
-            bootstrap=boot,
-            database=read_db,
-            topic=kafka_topic,
-            dlq_topic=kafka_topic + ".dlq",
-            settings=settings,
-            data_dir=tmp_path / "faust",
-        )
+        app = _app(flaky, boot, read_db, kafka_topic, settings, tmp_path / "faust")
         await app.start()
         try:
             expect = await run_producers(boot, kafka_topic, 2, ["r1", "r2", "r3"], 6, 400)
@@ -222,15 +226,7 @@ def test_run_search_is_merged_once_the_topic_goes_quiet(
 
     async def scenario() -> None:
         settings = dataclasses.replace(_settings(), page_refresh_interval=0.2)
-        app = make_app(
-            chdb_client,
-            bootstrap=boot,
-            database=read_db,
-            topic=kafka_topic,
-            dlq_topic=kafka_topic + ".dlq",
-            settings=settings,
-            data_dir=tmp_path / "faust",
-        )
+        app = _app(chdb_client, boot, read_db, kafka_topic, settings, tmp_path / "faust")
         sink = projector(app).processor.sink
         merge = sink.compact_search
 
@@ -262,15 +258,7 @@ def test_stop_and_restart_mid_stream_is_exact(
     settings = _settings()  # one app id = one consumer group across the restart
 
     def app() -> Any:
-        return make_app(
-            chdb_client,
-            bootstrap=boot,
-            database=read_db,
-            topic=kafka_topic,
-            dlq_topic=kafka_topic + ".dlq",
-            settings=settings,
-            data_dir=tmp_path / "faust",
-        )
+        return _app(chdb_client, boot, read_db, kafka_topic, settings, tmp_path / "faust")
 
     async def scenario() -> dict[str, Any]:
         producing = asyncio.create_task(
@@ -321,15 +309,7 @@ def test_two_apps_rebalancing_while_events_flow(
     settings = _settings()
 
     def app(name: str) -> Any:
-        return make_app(
-            chdb_client,
-            bootstrap=boot,
-            database=read_db,
-            topic=kafka_topic,
-            dlq_topic=kafka_topic + ".dlq",
-            settings=settings,
-            data_dir=tmp_path / name,
-        )
+        return _app(chdb_client, boot, read_db, kafka_topic, settings, tmp_path / name)
 
     async def scenario() -> dict[str, Any]:
         producing = asyncio.create_task(
