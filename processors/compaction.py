@@ -47,26 +47,22 @@ class SearchCompaction:
         busy: bool,
         owns_partition_0: bool,
         now: float,
-    ) -> bool:
-        """Merge (`merge`, blocking, run in a thread) if due; True when it ran and succeeded.
-        `written`: `run_search` rows this process wrote since it started; `busy`: batches came
-        in this step."""
+    ) -> None:
+        """Merge (`merge`, blocking, run in a thread) if due. `written`: `run_search` rows
+        this process wrote since it started; `busy`: batches came in this step."""
         since = written - self._rows_at
         if busy or since <= 0 or not owns_partition_0:
-            return False
+            return
         many = since >= self.after_rows
         if now < (self._soon_after if many else self._after):
-            return False
+            return
         started = time.monotonic()
-        ok = False
         try:
             await asyncio.to_thread(merge)
         except Exception as exc:  # noqa: BLE001 - only search speed depends on it
             log.warning("run_search not compacted (%s); retried later", exc)
         else:
             self._rows_at = written
-            ok = True
         spent = time.monotonic() - started
         self._after = now + spent + max(self.interval, 50 * spent)
         self._soon_after = now + spent + 10 * spent
-        return ok

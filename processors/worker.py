@@ -476,14 +476,8 @@ class ProjectionWorker:
     def _caught_up(self) -> bool:
         """Every assigned partition projected up to its high watermark (as of the last fetch
         response: records produced since make the next step busy again)."""
-        consumer = self._consumer
-        if consumer is None or not self._assigned:
-            return False
-        for p in self._assigned:
-            hw = consumer.highwater(TopicPartition(self.topic, p))
-            if hw is None or self.next_offsets.get(p, 0) < hw:
-                return False
-        return True
+        lag = self.lag()  # a partition without a high watermark yet is not in it
+        return bool(self._assigned) and lag.keys() == self._assigned and not any(lag.values())
 
     def lag(self) -> dict[int, int]:
         """Records between the position and the high watermark, per assigned partition."""

@@ -9,6 +9,7 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -140,19 +141,27 @@ class _CountingSink:
         self.compactions += 1
 
 
-def test_run_search_is_compacted_when_quiet_after_writes_and_not_more_often() -> None:
-    """Merging run_search into one part (cheap FINAL for search) happens on the first quiet
-    step after writes, never while batches keep coming, never without new writes, and not
-    again before compact_interval."""
-    worker = _offline_worker(compact_interval=30)
-    worker._assigned = {0, 1}
-    sink = _CountingSink()
+def _stepper(
+    worker: ProjectionWorker, sink: _CountingSink, assigned: tuple[int, ...] = (0,)
+) -> Callable[..., int]:
+    """step(busy, now, rows=0): `rows` run_search rows written, then the loop's compaction
+    decision; returns the merges so far."""
+    worker._assigned = set(assigned)
     worker.processor.sink = sink  # type: ignore[assignment]
 
     def step(busy: bool, now: float, rows: int = 0) -> int:
         worker.processor.search_rows_written += rows
         asyncio.run(worker._compact_search(busy, now))
         return sink.compactions
+
+    return step
+
+
+def test_run_search_is_compacted_when_quiet_after_writes_and_not_more_often() -> None:
+    """Merging run_search into one part (cheap FINAL for search) happens on the first quiet
+    step after writes, never while batches keep coming, never without new writes, and not
+    again before compact_interval."""
+    step = _stepper(_offline_worker(compact_interval=30), _CountingSink(), (0, 1))
 
     assert step(False, 1.0) == 0  # quiet, nothing written yet
     assert step(True, 1.5) == 0
@@ -177,15 +186,7 @@ def test_a_large_load_is_compacted_when_it_ends_not_compact_interval_later() -> 
     """Once compact_after_rows run_search rows were written since the last merge, the next
     quiet step merges again 10 x the last merge's duration after it (here ~0.5 s), not
     compact_interval (30 s) later; fewer rows still wait for compact_interval."""
-    worker = _offline_worker(compact_interval=30, compact_after_rows=1000)
-    worker._assigned = {0}
-    sink = _SlowSink()
-    worker.processor.sink = sink  # type: ignore[assignment]
-
-    def step(busy: bool, now: float, rows: int = 0) -> int:
-        worker.processor.search_rows_written += rows
-        asyncio.run(worker._compact_search(busy, now))
-        return sink.compactions
+    step = _stepper(_offline_worker(compact_interval=30, compact_after_rows=1000), _SlowSink())
 
     assert step(True, 1.0, rows=10) == 0
     assert step(False, 2.0) == 1  # quiet after writes (the first merge has no wait)
