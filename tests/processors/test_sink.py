@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from processors.digest import APPEND_ONLY, digest, rollup_mismatches, summary_mismatches
 from processors.errors import ConfigError, PartitionTaken, ReadModelWriteFailed
-from processors.migrate import migrate, migrations
+from processors.migrate import migrate, migrations, pack_small_parts
 from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
 from processors.sink import ClickHouseSink, Resume, sql_literal
@@ -52,6 +52,47 @@ def test_migrate_is_idempotent_and_recorded(chdb_client: Any, ch_database: str) 
         f"SELECT version FROM {ch_database}.schema_migrations ORDER BY version"
     ).result_rows
     assert [r[0] for r in rows] == [m.version for m in migrations()]
+
+
+def test_a_small_batch_writes_packed_parts_and_a_large_one_full_parts(
+    chdb_client: Any, read_db: str
+) -> None:
+    """Every read-model table stores small parts as one file (a one-event batch creates a part
+    per table it touches: with full storage ~10 files each, most of its insert time), while
+    a large batch's points stay in full parts (read column by column)."""
+    tables = chdb_client.query(
+        "SELECT name FROM system.tables WHERE database = {d:String} AND engine LIKE '%MergeTree'",
+        parameters={"d": read_db},
+    ).result_rows
+    assert len(tables) > 15
+    assert pack_small_parts(chdb_client, read_db) == []  # migrate did it already
+
+    w = Writer()
+    small = [("RunCreated", w.record("RunCreated", "r1", name="one"))]
+    small.append(("MetricsLogged", w.metrics("r1", np.arange(3), ["loss"])))
+    big = [("MetricsLogged", w.metrics("r1", np.arange(3, 250_003), ["loss"]))]
+    proc = BatchProcessor(ClickHouseSink(chdb_client, read_db))
+    recs = source(small + big)
+    for batch in (recs[:2], recs[2:]):
+        prepared = proc.prepare("t", 0, batch)
+        assert prepared is not None
+        asyncio.run(proc.commit(prepared))
+
+    rows = chdb_client.query(
+        "SELECT table, rows, part_storage_type FROM system.parts WHERE database = {d:String}"
+        " AND active AND table IN ('runs', 'events', 'metric_points', 'projection_position')",
+        parameters={"d": read_db},
+    ).result_rows
+    storage = {(t, n >= 250_000): s for t, n, s in rows}
+    assert storage == {
+        ("runs", False): "Packed",
+        ("events", False): "Packed",
+        ("projection_position", False): "Packed",
+        ("metric_points", False): "Packed",
+        ("metric_points", True): "Full",
+    }
+    got = chdb_client.query(f"SELECT count() FROM {read_db}.metric_points").result_rows
+    assert got == [(250_003,)]
 
 
 def test_a_reserved_database_name_is_refused_before_anything_is_created(
