@@ -18,7 +18,6 @@ _HASHED: dict[str, str] = {
     "events": "*",
     "experiments": "*",
     "runs": "*",
-    "producers": "*",
     "params": "*",
     "tags": "*",
     "attributes": "*",
@@ -42,6 +41,9 @@ APPEND_ONLY = (
 
 
 _MERGED = {
+    # a producer's current state: its newest version (the offset of its latest event)
+    "producers": "SELECT * FROM {db}.producer_versions"
+    " ORDER BY version DESC LIMIT 1 BY run_id, producer_id",
     "metric_summary": "SELECT project, experiment_id, key, split, run_id, sum(count),"
     " round(sum(sum_value), 3), min(min_value), max(max_value), min(min_step),"
     " max(max_step), max(last) FROM {db}.metric_summary"

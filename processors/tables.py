@@ -118,7 +118,6 @@ SCHEMAS: dict[str, pa.Schema] = {
     "experiment_versions": _EXPERIMENT,
     "runs": _RUN,
     "run_versions": _RUN,
-    "producers": _PRODUCER,
     "producer_versions": _PRODUCER,
     "params": _schema(
         ("project", _S),
@@ -273,7 +272,6 @@ ROW_TABLES: tuple[str, ...] = (
     "run_versions",
     "runs",
     "producer_versions",
-    "producers",
     "params",
     "tags",
     "attributes",

@@ -255,7 +255,6 @@ class BatchContext:
             self.rows.add("experiments", exp.row())
         for p in self.producers_touched.values():
             self.rows.add("producer_versions", p.row())
-            self.rows.add("producers", p.row())
         points, summary, rollup = self.points.build()
         for row in summary:
             self.rows.add("metric_summary", row)

@@ -1,7 +1,8 @@
 """The rest of one run's read models: producers (ranks), alerts, console log, lineage and the
 artifact row behind a download.
 
-Rules: "current state" tables (`producers`, `lineage`, `artifacts`) are read with FINAL; the
+Rules: "current state" tables (`lineage`, `artifacts`) are read with FINAL, a producer's
+state is its newest row of `producer_versions`; the
 console log is the `ConsoleLogged` rows of `events` (not projected into a table of its own;
 payload = the record minus envelope as JSON), read in log order, and since every event of a
 run is in one partition the log offset is the console's cursor. Every value is bound.
@@ -28,8 +29,8 @@ class RunExtrasRepository:
             "toUnixTimestamp64Milli(joined_at) AS joined_at, "
             "toUnixTimestamp64Milli(exited_at) AS exited_at, last_seq, "
             "toUnixTimestamp64Milli(last_seen_at) AS last_seen_at "
-            f"FROM {self.store.db}.producers FINAL WHERE run_id = {{id:String}} "
-            "ORDER BY rank, producer_id",
+            f"FROM (SELECT * FROM {self.store.db}.producer_versions WHERE run_id = {{id:String}}"
+            " ORDER BY version DESC LIMIT 1 BY producer_id) ORDER BY rank, producer_id",
             {"id": run_id},
         )
 

@@ -122,7 +122,10 @@ def dump(a: argparse.Namespace) -> dict[str, Any]:
         "runs": rows("SELECT run_id, status, notes, deleted FROM {db}.runs FINAL"),
         "params": rows("SELECT run_id, key, value, count() FROM {db}.params GROUP BY ALL"),
         "tags": rows("SELECT run_id, key, value FROM {db}.tags FINAL WHERE deleted = 0"),
-        "producers": rows("SELECT run_id, producer_id, status FROM {db}.producers FINAL"),
+        "producers": rows(
+            "SELECT run_id, producer_id, status FROM {db}.producer_versions"
+            " ORDER BY version DESC LIMIT 1 BY run_id, producer_id"
+        ),
         "events": rows("SELECT event_id, count() FROM {db}.events GROUP BY event_id"),
         "rejected": rows("SELECT reason, count() FROM {db}.rejected_events GROUP BY reason"),
     }

@@ -124,7 +124,7 @@ def test_producers_latest_state_by_rank(api: TestClient, models: ReadModels) -> 
     models.run("r1")
     _insert(
         models,
-        "producers",
+        "producer_versions",
         [
             _producer("r1", "p1", 1, "ACTIVE", 1),
             _producer("r1", "p0", 0, "ACTIVE", 2),
