@@ -104,20 +104,20 @@ def migrate(client: Any, database: str) -> list[str]:
 #: a MergeTree part smaller than this (uncompressed) is written as one archive file
 #: ("packed" part storage) instead of one file per column stream, marks, checksums, counts
 #: and metadata (~10 files and a directory). A batch writes a part per table it touches
-#: (5-9 for one small event, plus two position rows), and creating files dominates a small
-#: part's insert: one MetricsLogged batch into a fresh chDB database took 92.7 ms of table
-#: inserts with full parts, 58.2 ms packed (commit 117 -> 73 ms; BENCHMARKS.md, twelfth
-#: session). Large batches' parts (1 M points of metric_points: ~50 MB) stay full, and a
-#: merge writes its result full once it passes this size.
+#: (6 for one MetricsLogged, plus two position rows), and creating files dominates a small
+#: part's insert: a one-event batch's table inserts took 46.8 -> 38.1 ms with packed parts
+#: in a fresh directory, 92.7 -> 58.2 ms in one where many files had been deleted (as merges
+#: do all the time); BENCHMARKS.md, twelfth session. Large batches' parts (1 M points of
+#: metric_points: ~48 MB) stay full, and a merge writes its result full past this size.
 PACKED_PART_BYTES = 8 * 1024 * 1024
 
 
 def pack_small_parts(client: Any, database: str) -> list[str]:
     """Set `min_bytes_for_full_part_storage` on every MergeTree table of `database` that
     lacks it (new parts only; existing ones keep their storage until merged); returns the
-    tables changed. An engine that refuses the setting (packed storage reached open-source
-    ClickHouse in 26.7; chDB 26.9 has it) keeps full parts: logged once per call, not an
-    error - it is a cost, not a behaviour."""
+    tables changed. An engine that refuses the setting (packed storage came to open-source
+    ClickHouse in 2026, long after ClickHouse Cloud; chDB 26.9 has it) keeps full parts:
+    logged once per call, not an error - it is a cost, not a behaviour."""
     db = check_identifier(database)
     rows = client.query(
         "SELECT name FROM system.tables WHERE database = {d:String}"

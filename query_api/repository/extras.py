@@ -2,10 +2,10 @@
 artifact row behind a download.
 
 Rules: "current state" tables (`lineage`, `artifacts`) are read with FINAL, a producer's
-state is its newest row of `producer_versions`; the
-console log is the `ConsoleLogged` rows of `events` (not projected into a table of its own;
-payload = the record minus envelope as JSON), read in log order, and since every event of a
-run is in one partition the log offset is the console's cursor. Every value is bound.
+state is its newest row of `producer_versions`; the console log is the `ConsoleLogged` rows
+of `events` (not projected into a table of its own; payload = the record minus envelope as
+JSON), read in log order, and since every event of a run is in one partition the log offset
+is the console's cursor. Every value is bound.
 """
 
 from __future__ import annotations
