@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_processors import events  # noqa: E402
 from processors.cli import clickhouse_client  # noqa: E402
-from processors.migrate import PACKED_PART_BYTES, migrate  # noqa: E402
+from processors.migrate import PACKED_PART_BYTES, migrate, pack_small_parts  # noqa: E402
 from processors.pipeline import BatchProcessor  # noqa: E402
 from processors.sink import ClickHouseSink  # noqa: E402
 
@@ -50,16 +50,7 @@ def main() -> int:
         procs = {}
         for mode, threshold in MODES.items():
             migrate(client, mode)
-            tables = client.query(
-                "SELECT name FROM system.tables WHERE database = {d:String}"
-                " AND engine LIKE '%MergeTree'",
-                parameters={"d": mode},
-            ).result_rows
-            for (table,) in tables:
-                client.command(
-                    f"ALTER TABLE {mode}.`{table}` MODIFY SETTING"
-                    f" min_bytes_for_full_part_storage = {threshold}"
-                )
+            pack_small_parts(client, mode, threshold)
             procs[mode] = BatchProcessor(ClickHouseSink(client, mode))
         for part, size in enumerate(sizes):  # a partition per size: each log starts at 0
             srcs = events(12 * size * (a.batches + 1), 12)

@@ -112,25 +112,25 @@ def migrate(client: Any, database: str) -> list[str]:
 PACKED_PART_BYTES = 8 * 1024 * 1024
 
 
-def pack_small_parts(client: Any, database: str) -> list[str]:
-    """Set `min_bytes_for_full_part_storage` on every MergeTree table of `database` that
-    lacks it (new parts only; existing ones keep their storage until merged); returns the
-    tables changed. An engine that refuses the setting (packed storage came to open-source
-    ClickHouse in 2026, long after ClickHouse Cloud; chDB 26.9 has it) keeps full parts:
-    logged once per call, not an error - it is a cost, not a behaviour."""
+def pack_small_parts(client: Any, database: str, threshold: int = PACKED_PART_BYTES) -> list[str]:
+    """Set `min_bytes_for_full_part_storage = threshold` on every MergeTree table of
+    `database` that has another value (new parts only; existing ones keep their storage until
+    merged; 0 = ClickHouse's default, every part full); returns the tables changed. An engine
+    that refuses the setting (packed storage came to open-source ClickHouse in 2026, long
+    after ClickHouse Cloud; chDB 26.9 has it) keeps full parts: logged once per call, not an
+    error - it is a cost, not a behaviour."""
     db = check_identifier(database)
     rows = client.query(
-        "SELECT name FROM system.tables WHERE database = {d:String}"
-        " AND engine LIKE '%MergeTree' AND engine_full NOT LIKE '%min_bytes_for_full_part_storage%'"
-        " ORDER BY name",
-        parameters={"d": db},
+        "SELECT name FROM system.tables WHERE database = {d:String} AND engine LIKE '%MergeTree'"
+        " AND NOT match(engine_full, {s:String}) ORDER BY name",
+        parameters={"d": db, "s": rf"\bmin_bytes_for_full_part_storage = {int(threshold)}(,|$)"},
     ).result_rows
     changed = []
     for (name,) in rows:
         try:
             client.command(
                 f"ALTER TABLE {db}.`{name}` MODIFY SETTING"
-                f" min_bytes_for_full_part_storage = {PACKED_PART_BYTES}"
+                f" min_bytes_for_full_part_storage = {int(threshold)}"
             )
         except Exception as exc:  # noqa: BLE001 - an older server: full parts, as before
             log.info("%s: packed part storage not available (%s); parts stay full", db, exc)
