@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import faust
 
+from processors import heap
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
 from processors.compaction import COMPACTING_PARTITION, SearchCompaction
@@ -454,6 +455,7 @@ async def serve(app: faust.App, stop: asyncio.Event) -> None:
 
 def run_faust_worker(client: Any, *, bootstrap: str, database: str, **kwargs: Any) -> None:
     """Block projecting with the faust engine until SIGTERM or SIGINT (`make_app` kwargs)."""
+    heap.tune_gc()
 
     async def main(data_dir: str) -> None:
         kwargs.setdefault("data_dir", data_dir)

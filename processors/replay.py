@@ -136,6 +136,7 @@ async def replay_async(
     if source == "kafka" and bootstrap is None:
         raise ReplayError("source='kafka' needs bootstrap servers")
     heap.map_large_blocks()
+    heap.tune_gc()
     tgt: str = target if target else await asyncio.to_thread(choose_target, client, database)
     await asyncio.to_thread(migrate, client, check_identifier(tgt))
     sink = ClickHouseSink(client, tgt)

@@ -211,6 +211,7 @@ class ProjectionWorker:
         if self._consumer is None:
             await self.start()
         heap.map_large_blocks()
+        heap.tune_gc()
         try:
             while not self._stopping.is_set():
                 try:

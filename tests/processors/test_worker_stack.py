@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from processors import EventArchive, ProjectionWorker, WorkerSettings, digest, replay_async
+from processors import EventArchive, ProjectionWorker, WorkerSettings, digest, heap, replay_async
 from processors.sink import ClickHouseSink
 from runstream.stack import Connection
 from runstream.stack.kafka import create_topics
@@ -69,7 +69,10 @@ def test_end_to_end_dlq_archive_and_replay(
     s3_prefix: str,
     minio_client: Any,
     scratch_dbs: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    tuned: list[bool] = []  # the GC tuned by the worker and by each replay
+    monkeypatch.setattr(heap, "tune_gc", lambda *a: tuned.append(True) or False)
     boot = connection.kafka_bootstrap
     dlq = kafka_topic + ".dlq"
     create_topics(boot, {dlq: 1})
@@ -165,6 +168,7 @@ def test_end_to_end_dlq_archive_and_replay(
     assert digest(chdb_client, from_s3.database) == live
     assert stale_pages(chdb_client, from_s3.database) == []
     assert ClickHouseSink(chdb_client, read_db).active_database() == read_db + "_v9"
+    assert len(tuned) == 3
 
 
 def test_search_documents_are_refreshed_once_caught_up_not_after_an_empty_fetch(
