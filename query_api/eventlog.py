@@ -80,7 +80,10 @@ class KafkaEventLog:
             bootstrap_servers=self.bootstrap,
             enable_idempotence=True,
             acks="all",
-            linger_ms=2,
+            # at once: a request's events are appended together anyway, and waiting for
+            # others' cost every synchronous write (an MLflow log-metric: 5.4-8.9 ms with
+            # 2 ms of linger, 2.7-2.9 ms without, p50 on a scratch stack)
+            linger_ms=0,
             max_request_size=16 * 1024 * 1024,
             request_timeout_ms=self.request_timeout_ms,
             client_id="runstream-query-api",
