@@ -70,13 +70,13 @@ def _child(mode: str) -> dict[str, Any]:
 
 def test_tuned_thresholds_collect_rarely_and_still_free_cycles() -> None:
     default, tuned = _child("default"), _child("tune")
-    assert default["thresholds"] == [700, 10, 10]
+    assert default["thresholds"][0] < heap.GC_THRESHOLDS[0]  # the interpreter's own
     assert tuned["tuned"] is True
     assert tuned["thresholds"] == list(heap.GC_THRESHOLDS)
     assert tuned["again"] is False  # already that high: left as is
-    # at the defaults a young collection runs every 700 net new objects: ~1,400 of them
-    # here; tuned, one per 100 k
-    assert sum(default["collections"]) > 1_000, default
+    # at Python 3.11's defaults (700, 10, 10) a young collection runs every 700 net new
+    # objects: ~1,400 here; tuned, one per 100 k
+    assert sum(default["collections"]) >= 10 * sum(tuned["collections"]), (default, tuned)
     assert sum(tuned["collections"]) <= 12, tuned
     # the cycles are found all the same (600 k objects; the last < 100 k may wait)
     assert default["cycles_freed"] >= 500_000, default
@@ -89,4 +89,4 @@ def test_higher_thresholds_and_a_disabled_gc_are_left_alone() -> None:
     assert higher["thresholds"] == [500_000, 5, 5]
     disabled = _child("disabled")
     assert disabled["tuned"] is False
-    assert disabled["thresholds"] == [700, 10, 10]
+    assert disabled["thresholds"] == _child("default")["thresholds"]
