@@ -124,6 +124,18 @@ def parser() -> argparse.ArgumentParser:
         default=0.02,
         help="after the first records of a batch, wait at most this long for more (s)",
     )
+    ap.add_argument(
+        "--position-prune-interval",
+        type=float,
+        default=WorkerSettings.position_prune_interval,
+        help="prune the position rows (one per batch) at most this often (s)",
+    )
+    ap.add_argument(
+        "--positions-kept",
+        type=int,
+        default=WorkerSettings.positions_kept,
+        help="prune a partition's position rows once it holds more than this many",
+    )
     ap.add_argument("--batch-max-mb", type=int, default=16)
     ap.add_argument(
         "--max-partition-fetch-mb",
@@ -178,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             batch_timeout=args.batch_timeout,
             batch_linger=args.batch_linger,
+            position_prune_interval=args.position_prune_interval,
+            positions_kept=args.positions_kept,
             batch_max_bytes=args.batch_max_mb * 1024 * 1024,
             max_partition_fetch_bytes=int(args.max_partition_fetch_mb * 2**20),
         ),

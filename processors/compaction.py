@@ -1,4 +1,5 @@
-"""When the live engines merge `run_search` into one part (`ClickHouseSink.compact_search`).
+"""When the live engines merge `run_search` into one part (`ClickHouseSink.compact_search`)
+and prune `projection_position` (`ClickHouseSink.prune_positions`).
 
 Rules (both engines, `ProjectionWorker` and the faust app, follow this one policy):
 - Only when the topic went quiet for this process after `run_search` rows were written
@@ -12,6 +13,11 @@ Rules (both engines, `ProjectionWorker` and the faust app, follow this one polic
   shares one table, and one merge of it is enough (one process owning every partition,
   as `runstream serve` does, always merges).
 - A failed merge is logged and retried at the next chance: only search speed depends on it.
+
+Position rows (`PositionPruning`): one per batch, so pruned busy or not, at most every
+`interval` seconds, by the owner of partition 0 too (the prune of one partition's rows
+reads that partition's newest done batch from the table itself, so any process may run it);
+a failure is logged and retried at the next interval.
 """
 
 from __future__ import annotations
@@ -66,3 +72,31 @@ class SearchCompaction:
         spent = time.monotonic() - started
         self._after = now + spent + max(self.interval, 50 * spent)
         self._soon_after = now + spent + 10 * spent
+
+
+class PositionPruning:
+    """The position-row pruning policy of one engine (see the module rules); `maybe` is
+    called after every step of the engine's loop (or on its timer)."""
+
+    def __init__(self, interval: float, above: int) -> None:
+        self.interval = interval
+        #: a partition's rows are pruned once it holds more than this many
+        self.above = above
+        self._after = 0.0
+
+    async def maybe(
+        self, prune: Callable[[int], int], *, owns_partition_0: bool, now: float
+    ) -> int:
+        """Prune (`prune(above)`, blocking, run in a thread; returns the rows dropped) if
+        due; returns the rows dropped."""
+        if not owns_partition_0 or now < self._after:
+            return 0
+        self._after = now + self.interval
+        try:
+            dropped = await asyncio.to_thread(prune, self.above)
+        except Exception as exc:  # noqa: BLE001 - the rows stay until the next interval
+            log.warning("projection positions not pruned (%s); retried later", exc)
+            return 0
+        if dropped:
+            log.info("dropped %d position rows older than each partition's newest batch", dropped)
+        return dropped

@@ -51,7 +51,7 @@ import faust
 from processors import heap
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
-from processors.compaction import COMPACTING_PARTITION, SearchCompaction
+from processors.compaction import COMPACTING_PARTITION, PositionPruning, SearchCompaction
 from processors.errors import PartitionTaken
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
@@ -85,6 +85,8 @@ class FaustSettings:
     page_refresh_interval: float = 1.0
     compact_interval: float = 30.0
     compact_after_rows: int = 5_000
+    position_prune_interval: float = 60.0
+    positions_kept: int = 1_000
 
 
 class _App(faust.App):
@@ -177,6 +179,7 @@ class FaustProjector:
         self.app.agent(source, name=f"{s.app_id}.project")(self._agent)
         self.app.after_seek = self._seek_to_positions
         self.compaction = SearchCompaction(s.compact_interval, s.compact_after_rows)
+        self.pruning = PositionPruning(s.position_prune_interval, s.positions_kept)
         #: batches committed, and their count at the last maintenance tick
         self._committed = 0
         self._committed_seen = 0
@@ -318,9 +321,10 @@ class FaustProjector:
 
     async def _maintain(self) -> None:
         """On the timer, between batches (the agent's lock: one client is never used by two
-        threads at once, which an HTTP session refuses): merge `run_search` when due, then
-        rewrite the search documents of the runs written since the last time (a cache: a
-        failure only leaves searches reading those runs from `run_search`)."""
+        threads at once, which an HTTP session refuses): merge `run_search` and prune the
+        position rows when due, then rewrite the search documents of the runs written since
+        the last time (a cache: a failure only leaves searches reading those runs from
+        `run_search`)."""
         async with self._lock:
             busy = self._committed != self._committed_seen
             self._committed_seen = self._committed
@@ -328,6 +332,12 @@ class FaustProjector:
                 lambda: self.processor.sink.compact_search(),
                 written=self.processor.search_rows_written,
                 busy=busy,
+                owns_partition_0=COMPACTING_PARTITION in self.next_offsets,
+                now=time.monotonic(),
+            )
+            sink = self.processor.sink
+            await self.pruning.maybe(
+                lambda above: sink.prune_positions(self.topic, above),
                 owns_partition_0=COMPACTING_PARTITION in self.next_offsets,
                 now=time.monotonic(),
             )

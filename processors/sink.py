@@ -122,6 +122,47 @@ class ClickHouseSink:
                 out[int(r["log_partition"])] = Resume(int(r["first_offset"]), int(r["last_offset"]))
         return out
 
+    def prune_positions(self, topic: str, above: int) -> int:
+        """Drop the position rows no reader needs, in each partition of `topic` holding more
+        than `above`: every row ending before the partition's newest `done` batch (its
+        row and any later intent stay: the resume point, the projected offset and the
+        zombie fence read only those). Returns the rows dropped.
+
+        Without it the table grows by a row per batch for ever, and the consistency wait's
+        read of the projected offsets (`query_api.consistency`) with it: 8 ms over 100 k
+        rows, 29 ms over 1 M, 39 ms over 5 M here; 4.5 ms once pruned. The newest done
+        offset is read from this same table, so a stale caller (a worker after a
+        rebalance, or one that switched databases) never drops a row that is still
+        needed; rows written meanwhile end after it and stay."""
+        rows = self._q(
+            "SELECT p.log_partition AS part, k.keep AS keep, count() AS n,"
+            " countIf(p.last_offset < k.keep) AS stale"
+            " FROM {db}.projection_position AS p INNER JOIN (SELECT log_partition,"
+            " maxIf(last_offset, state = %(done)s) AS keep FROM {db}.projection_position"
+            " WHERE topic = %(t)s GROUP BY log_partition) AS k"
+            " ON p.log_partition = k.log_partition"
+            " WHERE p.topic = %(t)s GROUP BY part, keep",
+            t=topic,
+            done=DONE,
+        )
+        due = [
+            (int(r["part"]), int(r["keep"]), int(r["stale"]))
+            for r in rows
+            if int(r["n"]) > above and int(r["stale"]) > 0
+        ]
+        if not due:
+            return 0
+        ranges = " OR ".join(
+            f"(log_partition = {p} AND last_offset < {keep})" for p, keep, _ in due
+        )
+        self._guard(
+            lambda: self.client.command(
+                f"DELETE FROM {self.database}.projection_position"
+                f" WHERE topic = {sql_literal(topic)} AND ({ranges})"
+            )
+        )
+        return sum(stale for _, _, stale in due)
+
     def _position(
         self, topic: str, partition: int, first: int, last: int, state: int, events: int
     ) -> None:

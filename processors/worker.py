@@ -30,7 +30,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from processors import heap
 from processors.archive import EventArchive
 from processors.codec import DLQ_TOPIC, EVENTS_TOPIC
-from processors.compaction import COMPACTING_PARTITION, SearchCompaction
+from processors.compaction import COMPACTING_PARTITION, PositionPruning, SearchCompaction
 from processors.errors import PartitionTaken, ProcessorError
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
@@ -67,6 +67,11 @@ class WorkerSettings:
     compact_interval: float = 30.0
     #: ... or 10 x its duration after the last once this many rows were written since
     compact_after_rows: int = 5_000
+    #: `projection_position` (a row per batch) is pruned at most this often
+    #: (`processors.compaction.PositionPruning`) ...
+    position_prune_interval: float = 60.0
+    #: ... in the partitions holding more than this many rows
+    positions_kept: int = 1_000
 
 
 #: while batches keep coming, the freed C heap is given back at most this often
@@ -160,6 +165,9 @@ class ProjectionWorker:
         self.compaction = SearchCompaction(
             self.settings.compact_interval, self.settings.compact_after_rows
         )
+        self.pruning = PositionPruning(
+            self.settings.position_prune_interval, self.settings.positions_kept
+        )
 
     @property
     def database(self) -> str:
@@ -227,6 +235,7 @@ class ProjectionWorker:
                     # merged first: the documents' refresh reads run_search FINAL too
                     await self._compact_search(not quiet, now)
                     await self._refresh_pages(not quiet, now)
+                    await self._prune_positions(now)
                     if self._heap_dirty and (not busy or now - self._trimmed_at > TRIM_EVERY_S):
                         self._heap_dirty = False
                         self._trimmed_at = now
@@ -266,6 +275,17 @@ class ProjectionWorker:
             lambda: self.processor.sink.compact_search(),
             written=self.processor.search_rows_written,
             busy=busy,
+            owns_partition_0=COMPACTING_PARTITION in self._assigned,
+            now=now,
+        )
+
+    async def _prune_positions(self, now: float) -> int:
+        """Drop the position rows no reader needs when due (`processors.compaction`)."""
+        if self._stopping.is_set():
+            return 0
+        sink = self.processor.sink
+        return await self.pruning.maybe(
+            lambda above: sink.prune_positions(self.topic, above),
             owns_partition_0=COMPACTING_PARTITION in self._assigned,
             now=now,
         )

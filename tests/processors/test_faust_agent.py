@@ -216,31 +216,43 @@ def _active_parts(client: Any, database: str, table: str) -> int:
     )
 
 
-def test_run_search_is_merged_once_the_topic_goes_quiet(
+def test_run_search_is_merged_once_the_topic_goes_quiet_and_positions_are_pruned(
     connection: Connection, chdb_client: Any, read_db: str, kafka_topic: str, tmp_path: Path
 ) -> None:
-    """The faust engine merges run_search into one part when its batches stop (the policy
-    of `processors.compaction`, as the aiokafka worker): search's FINAL then merges nothing."""
+    """The faust engine merges run_search into one part when its batches stop, and prunes
+    the position rows (the policies of `processors.compaction`, as the aiokafka worker):
+    search's FINAL then merges nothing, and each partition keeps its newest batch's row."""
     boot = connection.kafka_bootstrap
     merges: list[int] = []
+    dropped: list[int] = []
 
     async def scenario() -> None:
-        settings = dataclasses.replace(_settings(), page_refresh_interval=0.2)
+        settings = dataclasses.replace(
+            _settings(), page_refresh_interval=0.2, position_prune_interval=0.2, positions_kept=1
+        )
         app = _app(chdb_client, boot, read_db, kafka_topic, settings, tmp_path / "faust")
         sink = projector(app).processor.sink
-        merge = sink.compact_search
+        merge, prune = sink.compact_search, sink.prune_positions
 
         def counted() -> None:
             merge()
             merges.append(_active_parts(chdb_client, read_db, "run_search"))
 
+        def pruned(topic: str, above: int) -> int:
+            dropped.append(prune(topic, above))
+            return dropped[-1]
+
         sink.compact_search = counted  # type: ignore[method-assign]
+        sink.prune_positions = pruned  # type: ignore[method-assign]
         await app.start()
         try:
-            await run_producers(boot, kafka_topic, 2, [f"r{i}" for i in range(8)], 6, 50)
+            # spread over ~2 s: several batches per partition
+            await run_producers(
+                boot, kafka_topic, 2, [f"r{i}" for i in range(8)], 6, 50, rate_events=24.0
+            )
             await wait_projected(chdb_client, read_db, boot, kafka_topic, timeout=60)
             for _ in range(100):
-                if merges:
+                if merges and sum(dropped) and dropped[-1] == 0:
                     break
                 await asyncio.sleep(0.1)
         finally:
@@ -249,6 +261,14 @@ def test_run_search_is_merged_once_the_topic_goes_quiet(
     asyncio.run(scenario())
     assert merges, "run_search was never merged"
     assert merges[-1] == 1
+    assert sum(dropped) > 0, "the position rows were never pruned"
+    rows = chdb_client.query(
+        f"SELECT log_partition, count() FROM {read_db}.projection_position FINAL"
+        " WHERE topic = %(t)s GROUP BY log_partition",
+        parameters={"t": kafka_topic},
+    ).result_rows
+    assert rows
+    assert all(n == 1 for _, n in rows), rows  # caught up: each partition's newest batch
 
 
 def test_stop_and_restart_mid_stream_is_exact(

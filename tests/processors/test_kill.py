@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import shutil
 import signal
 import socket
@@ -54,6 +55,11 @@ def _worker_argv(conn: Connection, topic: str, group: str, chdb: Path, db: str) 
         "3000",
         "--batch-timeout",
         "0.1",
+        # position rows pruned all along (the default waits a minute): kills land mid-prune
+        "--position-prune-interval",
+        "0.5",
+        "--positions-kept",
+        "5",
         "--metrics-port",
         str(_free_port()),
     ]
@@ -197,4 +203,6 @@ def test_sigkill_while_events_flow_loses_and_duplicates_nothing(
         if "raw_count" in d:
             assert d["raw_count"] == d["count"], table
     assert report["digest"]["events"]["count"] == expect["messages"]
+    pruned = re.findall(rb"dropped (\d+) position rows", (stack.dir / f"{group}.log").read_bytes())
+    assert pruned, "the worker never pruned its position rows"
     shutil.rmtree(chdb, ignore_errors=True)

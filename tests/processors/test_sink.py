@@ -614,3 +614,63 @@ def test_a_large_batch_still_finds_resent_events_of_runs_stored_before(
         f"SELECT sum(count) FROM {dbs['large']}.metric_summary WHERE run_id = 'old'"
     ).result_rows[0][0]
     assert summary == 5
+
+
+def _position_rows(client: Any, db: str) -> dict[int, list[tuple[int, int, int]]]:
+    """Partition -> its position rows (first, last offset, state), merged (FINAL)."""
+    out: dict[int, list[tuple[int, int, int]]] = {}
+    for p, first, last, state in client.query(
+        f"SELECT log_partition, first_offset, last_offset, state FROM {db}.projection_position"
+        " FINAL WHERE topic = 't' ORDER BY log_partition, first_offset"
+    ).result_rows:
+        out.setdefault(int(p), []).append((int(first), int(last), int(state)))
+    return out
+
+
+def test_pruning_positions_keeps_the_resume_points_the_fence_and_the_projected_offsets(
+    chdb_client: Any, read_db: str
+) -> None:
+    """`prune_positions` drops the rows of a partition holding more than `above` that end
+    before its newest done batch; what readers use stays: each partition's resume point
+    (a pending intent included), the projected offset the consistency wait reads, the
+    fence that refuses a zombie's late batch, and every read model."""
+    sink = ClickHouseSink(chdb_client, read_db)
+    zombie = BatchProcessor(ClickHouseSink(chdb_client, read_db))
+    stale = zombie.prepare("t", 0, LOG[0][:3])
+    assert stale is not None
+    proc = BatchProcessor(sink)
+    for part, size in ((0, 2), (1, 4)):
+        recs = LOG[part]
+        for start in range(0, len(recs), size):
+            batch = proc.prepare("t", part, recs[start : start + size])
+            assert batch is not None
+            asyncio.run(proc.commit(batch))
+    end1 = len(LOG[1])
+    sink.mark_intent("t", 1, end1, end1 + 4)  # a batch of partition 1 in flight
+    before = _position_rows(chdb_client, read_db)
+    assert len(before[0]) == 6
+    assert len(before[1]) == 4
+    resume = sink.positions("t")
+    models = {t: v for t, v in digest(chdb_client, read_db).items() if t != "projection_position"}
+    projected = (
+        f"SELECT log_partition, max(last_offset) FROM {read_db}.projection_position FINAL"
+        " WHERE topic = 't' AND state = 1 GROUP BY log_partition ORDER BY log_partition"
+    )
+    offsets = chdb_client.query(projected).result_rows
+
+    assert sink.prune_positions("t", above=1_000) == 0  # no partition holds that many
+    assert _position_rows(chdb_client, read_db) == before
+    dropped = sink.prune_positions("t", above=3)
+    after = _position_rows(chdb_client, read_db)
+    assert after == {0: before[0][-1:], 1: before[1][-2:]}
+    assert dropped >= 5 + 2  # older rows: 5 of partition 0, 2 of 1 (unmerged intents too)
+    assert sink.positions("t") == resume
+    assert chdb_client.query(projected).result_rows == offsets
+    assert {
+        t: v for t, v in digest(chdb_client, read_db).items() if t != "projection_position"
+    } == models
+    assert sink.prune_positions("t", above=0) == 0  # nothing older left
+    with pytest.raises(PartitionTaken, match="another worker"):
+        asyncio.run(zombie.commit(stale))
+    fresh = BatchProcessor(ClickHouseSink(chdb_client, read_db))
+    assert fresh.prepare("t", 0, LOG[0]) is None  # resumes after the last batch: all done

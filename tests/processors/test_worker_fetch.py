@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka.structs import TopicPartition
 
 from processors.sink import Resume
@@ -215,6 +216,54 @@ def test_only_the_owner_of_partition_0_compacts_the_shared_run_search() -> None:
     other._assigned = {0, 1, 3}  # a rebalance gave it partition 0
     asyncio.run(other._compact_search(False, 200.0))
     assert other.processor.sink.compactions == 1  # type: ignore[attr-defined]
+
+
+class _PruningSink:
+    """Records `prune_positions` calls; fails while `fail` is set."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.fail = False
+
+    def prune_positions(self, topic: str, above: int) -> int:
+        self.calls.append((topic, above))
+        if self.fail:
+            raise RuntimeError("ClickHouse unavailable")
+        return 3
+
+
+def test_position_rows_are_pruned_every_interval_busy_or_not_by_the_owner_of_partition_0(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The position table grows by a row per batch while batches keep coming, so it is
+    pruned busy or not, at most every position_prune_interval, by the owner of partition 0
+    only; a failed prune is logged and tried again at the next interval."""
+    owner = _offline_worker(position_prune_interval=60.0, positions_kept=500)
+    other = _offline_worker(position_prune_interval=60.0, positions_kept=500)
+    owner._assigned, other._assigned = {0, 2}, {1, 3}
+    sinks = [_PruningSink(), _PruningSink()]
+    for worker, sink in zip((owner, other), sinks):
+        worker.processor.sink = sink  # type: ignore[assignment]
+
+    def prune(worker: ProjectionWorker, now: float) -> int:
+        return asyncio.run(worker._prune_positions(now))
+
+    assert prune(owner, 1.0) == 3  # at the first step
+    assert sinks[0].calls == [(owner.topic, 500)]
+    assert prune(owner, 30.0) == 0  # within the interval
+    assert prune(owner, 61.5) == 3
+    assert len(sinks[0].calls) == 2
+    assert prune(other, 1.0) == prune(other, 100.0) == 0
+    assert sinks[1].calls == []
+    sinks[0].fail = True
+    with caplog.at_level("WARNING", logger="processors.compaction"):
+        assert prune(owner, 130.0) == 0
+    assert "not pruned (ClickHouse unavailable)" in caplog.text
+    sinks[0].fail = False
+    assert prune(owner, 150.0) == 0  # the next interval, not the next step
+    assert prune(owner, 191.0) == 3
+    other._assigned = {0, 1, 3}  # a rebalance gave it partition 0
+    assert prune(other, 200.0) == 3
 
 
 class _StaleRuns:
