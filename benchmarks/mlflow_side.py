@@ -228,7 +228,7 @@ def search(a: argparse.Namespace) -> dict[str, Any]:
     with ThreadPoolExecutor(4) as ex:
         list(ex.map(make, range(a.runs)))
     setup_s = time.perf_counter() - t
-    body = {
+    body: dict[str, Any] = {
         "experiment_ids": [exp],
         "filter": "metrics.loss < 0.5",
         "order_by": ["metrics.loss ASC"],

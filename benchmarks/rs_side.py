@@ -24,7 +24,7 @@ import httpx
 from benchmarks.servers import REPO, RssSampler, cpu_seconds, proc_status_kb, reset_peak
 
 ARROW = "application/vnd.apache.arrow.stream"
-QUIET = {"capture_code": False, "capture_environment": False}
+QUIET: dict[str, Any] = {"capture_code": False, "capture_environment": False}
 
 
 def api_client(api: str) -> httpx.Client:
@@ -650,7 +650,7 @@ def replay(rs: Any, timeout: float) -> dict[str, Any]:
     if out.returncode != 0:
         lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
         raise RuntimeError(lines[-1] if lines else f"exit {out.returncode}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     if not res["completed"]:
         raise RuntimeError("replay stopped before catching up")
     res["points_per_s"] = res["points"] / res["seconds"]

@@ -216,7 +216,9 @@ class Suite:
                     for total in z.ranks:
                         reps = z.ranks_repeats if total <= 200_000 else 1
 
-                        def one_size(total: int = total, reps: int = reps, shape: str = shape):
+                        def one_size(
+                            total: int = total, reps: int = reps, shape: str = shape
+                        ) -> Figure:
                             vals, notes = [], []
                             for _ in range(reps):
                                 r = pool.ranks(
@@ -708,7 +710,7 @@ class Suite:
             if p.returncode != 0 or not out.exists():
                 lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
                 return lines[-1][:160] if lines else f"exit {p.returncode}"
-            rows = json.loads(out.read_text())["results"].get(letter, [])
+            rows: list[dict[str, Any]] = json.loads(out.read_text())["results"].get(letter, [])
             rank_err = [ln for ln in p.stderr.splitlines() if "rank errors" in ln]
             if rank_err:
                 for r in rows:
