@@ -228,21 +228,35 @@ class ClickHouseSink:
         # size limit (256 KiB) whatever the batch holds (a batch can touch 10k runs)
         pairs = sorted({(e.env.run_id, e.env.event_id) for e in events})
         state.seen = {}
-        if len(pairs) > _SEEN_CHUNK:
-            # a large batch (replay, a bulk load) is often mostly runs with no event stored
-            # yet: one query per _IN_CHUNK runs (run_id leads the events key) finds the runs
-            # that have some, and only their events are looked up (a 20,000-event batch of
-            # new runs: 1 query instead of 20)
-            stored: set[str] = set()
-            for runs in _chunks(sorted({run for run, _ in pairs})):
-                stored.update(
-                    r["run_id"]
-                    for r in self._q(
-                        "SELECT DISTINCT run_id FROM {db}.events WHERE run_id IN %(runs)s",
-                        runs=list(runs),
-                    )
+        # Which runs have any event stored: one query per _IN_CHUNK runs (run_id leads the
+        # events key), for the runs the cache cannot vouch for. A run with no event stored
+        # ("fresh": a new run, most of a replay or bulk load) has nothing else stored
+        # either: every accepted event has its `events` row, written in the commit that
+        # writes the run, producer, param and artifact rows it makes, and a batch's rows
+        # at `first` or later (a half-written batch being redone) are not read. Its events
+        # are not looked up and its state is not read: a new run's first batch (an MLflow
+        # create_run) costs 1 query instead of 5, a 20,000-event batch of new runs 1
+        # instead of 20. The cache vouches for a run whose state or one of whose
+        # producers' it holds: it holds only what was read back or committed (a failed
+        # batch drops the partition's cache).
+        known = {
+            e.env.run_id
+            for e in events
+            if state.runs.get(e.env.run_id) is not None
+            or state.producers.get((e.env.run_id, e.env.producer_id)) is not None
+        }
+        unknown = sorted({run for run, _ in pairs} - known)
+        stored = set(known)
+        for runs in _chunks(unknown):
+            stored.update(
+                r["run_id"]
+                for r in self._q(
+                    "SELECT DISTINCT run_id FROM {db}.events WHERE run_id IN %(runs)s",
+                    runs=list(runs),
                 )
-            pairs = [p for p in pairs if p[0] in stored]
+            )
+        fresh = set(unknown) - stored
+        pairs = [p for p in pairs if p[0] in stored]
         for chunk in _chunks(pairs, _SEEN_CHUNK):
             for r in self._q(
                 "SELECT event_id, min(log_offset) AS o FROM {db}.events"
@@ -259,7 +273,7 @@ class ClickHouseSink:
                 if e.name in RUN_STATE_EVENTS and e.env.run_id not in state.runs
             }
         )
-        for chunk in _chunks(need_runs):
+        for chunk in _chunks([r for r in need_runs if r not in fresh]):
             for r in self._q(
                 "SELECT * FROM {db}.run_versions WHERE run_id IN %(k)s AND"
                 " version < %(f)s ORDER BY version DESC LIMIT 1 BY run_id",
@@ -290,9 +304,9 @@ class ClickHouseSink:
         for k in need_exp:
             state.experiments.setdefault(k, None)
         self._load_names(state, events, first)
-        self._load_producers(state, events, first)
-        self._load_params(state, events, first)
-        self._load_artifacts(state, events, first)
+        self._load_producers(state, events, first, fresh)
+        self._load_params(state, events, first, fresh)
+        self._load_artifacts(state, events, first, fresh)
 
     def _load_names(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
         state.experiment_names = {}
@@ -318,7 +332,9 @@ class ClickHouseSink:
                 eid = str(r["experiment_id"])
                 state.experiment_names[k] = eid if held is None else min(held, eid)
 
-    def _load_producers(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+    def _load_producers(
+        self, state: PartitionState, events: Sequence[Decoded], first: int, fresh: set[str]
+    ) -> None:
         need = sorted(
             {
                 (e.env.run_id, e.env.producer_id)
@@ -327,7 +343,7 @@ class ClickHouseSink:
             }
             - state.producers.keys()
         )
-        runs = sorted({r for r, _ in need})
+        runs = sorted({r for r, _ in need} - fresh)
         for chunk in _chunks(runs):
             for r in self._q(
                 "SELECT * FROM {db}.producer_versions WHERE run_id IN %(k)s AND"
@@ -342,13 +358,15 @@ class ClickHouseSink:
         for k in need:
             state.producers.setdefault(k, None)
 
-    def _load_params(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+    def _load_params(
+        self, state: PartitionState, events: Sequence[Decoded], first: int, fresh: set[str]
+    ) -> None:
         runs = sorted(
             {e.env.run_id for e in events if e.name in PARAM_EVENTS} - state.params.keys()
         )
         for run in runs:
             state.params[run] = {}
-        for chunk in _chunks(runs):
+        for chunk in _chunks([r for r in runs if r not in fresh]):
             for r in self._q(
                 "SELECT run_id, key, value, event_id FROM {db}.params WHERE run_id"
                 " IN %(k)s AND log_offset < %(f)s ORDER BY log_offset"
@@ -358,12 +376,14 @@ class ClickHouseSink:
             ):
                 state.params[r["run_id"]][r["key"]] = ParamState(r["value"], r["event_id"])
 
-    def _load_artifacts(self, state: PartitionState, events: Sequence[Decoded], first: int) -> None:
+    def _load_artifacts(
+        self, state: PartitionState, events: Sequence[Decoded], first: int, fresh: set[str]
+    ) -> None:
         need = sorted(
             {(e.env.run_id, str(e.record.get("key"))) for e in events if e.name in ARTIFACT_EVENTS}
             - state.artifacts.keys()
         )
-        runs = sorted({r for r, _ in need})
+        runs = sorted({r for r, _ in need} - fresh)
         for chunk in _chunks(runs):
             for r in self._q(
                 "SELECT run_id, key, event_id, deleted FROM {db}.artifact_versions"

@@ -674,3 +674,73 @@ def test_pruning_positions_keeps_the_resume_points_the_fence_and_the_projected_o
         asyncio.run(zombie.commit(stale))
     fresh = BatchProcessor(ClickHouseSink(chdb_client, read_db))
     assert fresh.prepare("t", 0, LOG[0]) is None  # resumes after the last batch: all done
+
+
+class _Reads:
+    """A client that records the read-model tables its SELECTs read (FROM {db}.<table>;
+    the position table aside; "events?" for the existence query)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.tables: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def query(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.lstrip().startswith("SELECT"):
+            names = [p.split()[0].split(".")[1] for p in sql.split(" FROM ")[1:] if "." in p]
+            if sql.startswith("SELECT DISTINCT run_id FROM"):
+                names = ["events?"]  # the existence query
+            self.tables.extend(n for n in names if n != "projection_position")
+        return self._client.query(sql, *args, **kwargs)
+
+
+def test_a_new_runs_state_is_not_read_and_a_stored_ones_is_after_a_restart(
+    chdb_client: Any, read_db: str
+) -> None:
+    """A batch's runs with no event stored have no state stored: one existence query on
+    `events` stands for the event-id lookup and the run, producer and param reads (an MLflow
+    create_run's batch: 1 query instead of 5). A run the cache knows needs no existence
+    query. After a restart (empty cache) a stored run is found and read again: a resent
+    event is a duplicate, and its params conflict with what is stored."""
+    w = Writer()
+    created = w.record("RunCreated", "r1", name="one", params={"lr": "0.1"})
+    log = source(
+        [
+            ("RunCreated", created),
+            ("MetricsLogged", w.metrics("r1", np.arange(3), ["loss"])),
+            ("MetricsLogged", w.metrics("r1", np.arange(3, 6), ["loss"])),
+            ("RunCreated", created),  # the client's resend
+            ("ParamsLogged", w.record("ParamsLogged", "r1", params={"lr": "0.2"})),
+        ]
+    )
+    reads = _Reads(chdb_client)
+    proc = BatchProcessor(ClickHouseSink(reads, read_db))
+
+    def prepare(p: BatchProcessor, start: int, stop: int) -> Any:
+        reads.tables.clear()
+        batch = p.prepare("t", 0, log[start:stop])
+        assert batch is not None
+        return batch
+
+    new = prepare(proc, 0, 2)
+    assert reads.tables == ["events?"]  # existence only: no event lookup, no state read
+    asyncio.run(proc.commit(new))
+    known = prepare(proc, 2, 3)
+    assert reads.tables == ["events"]  # the event lookup only: the cache knows r1
+    asyncio.run(proc.commit(known))
+    restarted = BatchProcessor(ClickHouseSink(reads, read_db))
+    again = prepare(restarted, 3, 5)
+    assert reads.tables[:2] == ["events?", "events"]  # exists, then its events looked up
+    assert {"run_versions", "params"} <= set(reads.tables)
+    assert again.projected.progress.duplicates == 1
+    asyncio.run(restarted.commit(again))
+    params = chdb_client.query(
+        f"SELECT key, value FROM {read_db}.params FINAL WHERE run_id = 'r1'"
+    ).result_rows
+    rejected = chdb_client.query(
+        f"SELECT count() FROM {read_db}.rejected_events WHERE run_id = 'r1'"
+    ).result_rows[0][0]
+    assert params == [("lr", "0.1")]
+    assert rejected == 1  # lr cannot change: known only from the stored state
