@@ -217,12 +217,13 @@ def run_api(settings: ServerSettings, database: str, host: str, port: int) -> No
 
 def wake_reads_on_commits(app: Any, worker: Any) -> None:
     """The API's reads that wait for their writes to be projected (read-your-writes, the
-    MLflow routes) wake on each batch `worker` commits in this process, instead of polling
-    the projection position."""
+    MLflow routes) wake on each batch `worker` commits in this process and see the
+    positions it reached (`Ticks.publish`), instead of polling the projection position."""
     from query_api.consistency import Ticks
 
     ticks = app.state.shared.projections.ticks = Ticks()
-    worker.processor.on_done.append(ticks.bump)
+    processor = worker.processor
+    processor.on_done.append(lambda: ticks.publish(processor.sink.database, processor.done))
 
 
 def serve(settings: ServerSettings, database: str, host: str, port: int) -> None:

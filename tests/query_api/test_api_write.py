@@ -124,6 +124,10 @@ def test_ingest_through_the_sdk_transport(
         run = httpx.get(f"{live.url}/api/v1/runs/{rid2}", params={"consistency": token})
         assert run.status_code == 200
         assert run.json()["run"]["params"] == {"lr": "0.1"}
+        # the in-process worker published what it projected into this database (the wait
+        # needed no read of the position table)
+        published = live.app.state.shared.projections.ticks.projected(ch_database)
+        assert all(published.get(p, -1) >= o for p, o in decode_token(token).items())
         wrong_type = httpx.post(f"{live.url}/api/v1/ingest", content=b"RSB1")
         assert wrong_type.status_code == 415
         deadline = time.monotonic() + 60

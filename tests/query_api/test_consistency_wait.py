@@ -100,3 +100,54 @@ def test_offsets_known_to_be_projected_are_not_read_again() -> None:
     waits.wait({0: 5})
     waits.wait({0: 5})
     assert store.reads == reads + 2
+
+
+def test_positions_the_worker_publishes_answer_the_wait_without_a_read() -> None:
+    """`runstream serve`'s worker publishes, after each batch, the next offset of every
+    partition it projects: a wait for those partitions returns on the publish that reaches
+    it, with no read of the position table (a query on the chDB the worker is writing)."""
+    store, ticks = _Positions(0), Ticks()
+    waits = Projections(store, "t", timeout_s=30, ticks=ticks, ticked_poll_s=30)  # type: ignore[arg-type]
+    ticks.publish("db", {0: 5, 1: 3})  # partition 0 projected through offset 4
+    waits.wait({0: 4, 1: 2})
+    assert store.reads == 0
+
+    def batch_done() -> None:
+        ticks.publish("db", {0: 10})
+
+    timer = threading.Timer(0.05, batch_done)
+    timer.start()
+    t = time.monotonic()
+    waits.wait({0: 9})
+    timer.join()
+    assert store.reads == 0
+    assert time.monotonic() - t < 15
+    assert ticks.projected("db") == {0: 9, 1: 2}
+
+
+def test_published_positions_hold_for_their_database_only() -> None:
+    """What the worker projected into one database says nothing about another (a replay
+    switched the read models): waits there read the position table, and the worker's first
+    publish into another database starts from nothing."""
+    store, ticks = _Positions(9), Ticks()
+    waits = Projections(store, "t", timeout_s=30, ticks=ticks, ticked_poll_s=30)  # type: ignore[arg-type]
+    ticks.publish("other", {0: 100})
+    waits.wait({0: 9})
+    assert store.reads == 1  # the API reads "db": the publish for "other" does not count
+    ticks.publish("db", {1: 7})
+    assert ticks.projected("db") == {1: 6}
+    assert ticks.projected("other") == {}
+
+
+def test_a_partition_the_worker_did_not_publish_is_read_and_a_stalled_one_read_again() -> None:
+    store, ticks = _Positions(9), Ticks()
+    waits = Projections(store, "t", timeout_s=5, ticks=ticks, ticked_poll_s=0.05)  # type: ignore[arg-type]
+    ticks.publish("db", {1: 3})
+    waits.wait({0: 9})  # partition 0 never published: read at once
+    assert store.reads == 1
+    ticks.publish("db", {0: 4})  # published, behind the wanted offset, no batch coming
+    store.offset = 12  # the position table has it (another writer)
+    t = time.monotonic()
+    waits.wait({0: 12})  # read after the poll
+    assert store.reads == 2
+    assert time.monotonic() - t >= 0.04
