@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -76,6 +76,9 @@ class WorkerSettings:
 
 #: while batches keep coming, the freed C heap is given back at most this often
 TRIM_EVERY_S = 2.0
+#: while a batch lingers for more records, how often it looks whether a read waits for
+#: the records it holds (`ProjectionWorker.awaited`)
+HURRY_CHECK_S = 0.002
 
 
 class _Span:
@@ -144,6 +147,10 @@ class ProjectionWorker:
             metrics=self.metrics,
         )
         self.next_offsets: dict[int, int] = {}
+        #: set where reads wait in this process for their writes to be projected
+        #: (`runstream serve`): given the last offset fetched per partition, whether a read
+        #: waits for nothing beyond them; the batch then stops lingering (see `_fetch`)
+        self.awaited: Callable[[Mapping[int, int]], bool] | None = None
         self._redo: dict[int, int] = {}
         self._redo_buf: dict[int, list[SourceEvent]] = defaultdict(list)
         self._consumer: AIOKafkaConsumer | None = None
@@ -326,16 +333,26 @@ class ProjectionWorker:
         more: a lone write is projected ~20 ms after it arrives instead of after the whole
         batch_timeout (faust's `take(n, within=t)` waits the full t: scenario 3's freshness
         p50 was ~290 ms with it), while a busy topic still fills batches, its records
-        being buffered by the time the first getmany returns."""
+        being buffered by the time the first getmany returns.
+
+        With `awaited` set, the linger is cut short once a read of this process waits for
+        records the batch already holds: the linger only gathers more records for a batch,
+        and a write read back at once (an MLflow client's log_metric then get_history)
+        would wait it out (it is checked every HURRY_CHECK_S)."""
         s = self.settings
         out: dict[int, list[ConsumerRecord[Any, Any]]] = defaultdict(list)
         total = size = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.batch_timeout
+        lingering = False
         while total < s.batch_size and size < s.batch_max_bytes and not self._stopping.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            if lingering and self.awaited is not None:
+                if self.awaited({p: msgs[-1].offset for p, msgs in out.items()}):
+                    break
+                remaining = min(remaining, HURRY_CHECK_S)
             mean = self._mean_record_bytes
             fits = 1 if mean is None else int((s.batch_max_bytes - size) / mean)
             got = await consumer.getmany(
@@ -351,9 +368,12 @@ class ProjectionWorker:
                 mean = self._mean_record_bytes
                 self._mean_record_bytes = seen if mean is None else 0.8 * mean + 0.2 * seen
             if not got:
+                if lingering and self.awaited is not None:
+                    continue  # a check's slice ended: the deadline ends the linger
                 break
             # the first records start the linger; later ones cannot move it (min)
             deadline = min(deadline, loop.time() + s.batch_linger)
+            lingering = True
         return out
 
     def _rewind(self, consumer: AIOKafkaConsumer, fetched: dict[int, Any]) -> None:

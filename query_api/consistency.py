@@ -20,7 +20,8 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from query_api.errors import BadRequest, ConsistencyTimeout
 from query_api.repository import ReadStore
@@ -109,6 +110,9 @@ class Ticks:
         #: (database, partition -> last offset projected there by the worker): replaced
         #: whole on each publish, reset when the worker writes another database
         self._published: tuple[str, Positions] = ("", {})
+        #: the offsets each blocked wait wants (`awaiting`), by its id
+        self._waits: dict[int, Mapping[int, int]] = {}
+        self._next_wait = 0
 
     @property
     def count(self) -> int:
@@ -135,6 +139,31 @@ class Ticks:
         """What the worker published for `database` (read-only; {} for another one)."""
         db, known = self._published
         return known if db == database else {}
+
+    @contextmanager
+    def awaiting(self, wanted: Mapping[int, int]) -> Iterator[None]:
+        """A read blocks, waiting for `wanted`, while inside."""
+        with self._cond:
+            key = self._next_wait = self._next_wait + 1
+            self._waits[key] = wanted
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waits.pop(key, None)
+
+    def awaited(self, fetched: Mapping[int, int]) -> bool:
+        """Whether a read waits for nothing beyond what the worker projected or `fetched`
+        (the last offset fetched per partition): the worker then commits what it holds
+        without lingering for more records (`ProjectionWorker.awaited`)."""
+        with self._cond:
+            if not self._waits:
+                return False
+            _, done = self._published
+            return any(
+                all(o <= max(done.get(p, -1), fetched.get(p, -1)) for p, o in wanted.items())
+                for wanted in self._waits.values()
+            )
 
     def wait_past(self, seen: int, timeout: float) -> None:
         """Return once the count differs from `seen`, or after `timeout` seconds."""
@@ -185,6 +214,15 @@ class Projections:
         if generation is not None and known_at == generation and _reached(known, wanted):
             return
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        if self.ticks is None:
+            self._wait(wanted, generation, deadline)
+            return
+        with self.ticks.awaiting(wanted):
+            self._wait(wanted, generation, deadline)
+
+    def _wait(
+        self, wanted: Mapping[int, int], generation: tuple[str, str] | None, deadline: float
+    ) -> None:
         pause = self.poll_s
         # as if just read: while the worker publishes every wanted partition, the first
         # read waits for ticked_poll_s too

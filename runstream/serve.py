@@ -218,12 +218,15 @@ def run_api(settings: ServerSettings, database: str, host: str, port: int) -> No
 def wake_reads_on_commits(app: Any, worker: Any) -> None:
     """The API's reads that wait for their writes to be projected (read-your-writes, the
     MLflow routes) wake on each batch `worker` commits in this process and see the
-    positions it reached (`Ticks.publish`), instead of polling the projection position."""
+    positions it reached (`Ticks.publish`), instead of polling the projection position; and
+    the worker commits a batch holding what a read waits for without lingering for more
+    records (`ProjectionWorker.awaited`)."""
     from query_api.consistency import Ticks
 
     ticks = app.state.shared.projections.ticks = Ticks()
     processor = worker.processor
     processor.on_done.append(lambda: ticks.publish(processor.sink.database, processor.done))
+    worker.awaited = ticks.awaited
 
 
 def serve(settings: ServerSettings, database: str, host: str, port: int) -> None:

@@ -134,6 +134,57 @@ def test_a_lone_record_waits_batch_linger_not_batch_timeout() -> None:
     assert len([r for rs in batch.values() for r in rs]) > 1
 
 
+class _Clocked:
+    """A topic where record k (1, 2, ...) arrives k-1 times `gap_s` after the first
+    getmany, by the clock; getmany waits up to its timeout for the next arrival."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self.timeouts: list[int] = []
+        self.start: float | None = None
+        self.sent = 0
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        self.timeouts.append(timeout_ms)
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        due = self.start + self.sent * self.gap_s
+        if due - now > timeout_ms / 1000:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        await asyncio.sleep(max(0.0, due - now))
+        self.sent += 1
+        return {TopicPartition("t", 0): [SimpleNamespace(value=b"x", offset=self.sent)]}
+
+
+def test_a_batch_stops_lingering_once_a_read_waits_for_what_it_holds() -> None:
+    """Where reads wait in the process for their writes (`runstream serve`), a batch holding
+    everything a waiting read wants is committed at once instead of after batch_linger;
+    without such a read it lingers as before, and records arriving meanwhile still join."""
+    worker = _offline_worker(batch_timeout=5.0, batch_linger=1.0)
+    asked: list[dict[int, int]] = []
+
+    def awaited(fetched: dict[int, int]) -> bool:
+        asked.append(dict(fetched))
+        return fetched.get(0, -1) >= 1
+
+    worker.awaited = awaited  # type: ignore[assignment]
+    consumer = _Clocked(gap_s=0.5)
+    t = time.monotonic()
+    batch = _fetch(worker, consumer)  # type: ignore[arg-type]
+    assert [r.offset for rs in batch.values() for r in rs] == [1]
+    assert time.monotonic() - t < 0.4  # not the 1 s linger, nor the next record's 0.5 s
+    assert asked == [{0: 1}]
+    worker.awaited = lambda fetched: False
+    consumer = _Clocked(gap_s=0.3)
+    t = time.monotonic()
+    batch = _fetch(worker, consumer)  # type: ignore[arg-type]
+    assert [r.offset for rs in batch.values() for r in rs] == [1, 2, 3, 4]
+    assert time.monotonic() - t >= 0.95  # the whole linger: no read waits
+    assert max(consumer.timeouts[1:]) <= 2  # checked every HURRY_CHECK_S meanwhile
+
+
 class _CountingSink:
     def __init__(self) -> None:
         self.compactions = 0

@@ -151,3 +151,25 @@ def test_a_partition_the_worker_did_not_publish_is_read_and_a_stalled_one_read_a
     waits.wait({0: 12})  # read after the poll
     assert store.reads == 2
     assert time.monotonic() - t >= 0.04
+
+
+def test_the_worker_learns_which_offsets_blocked_reads_wait_for() -> None:
+    """`Ticks.awaited(fetched)`: whether a blocked read waits for nothing beyond what the
+    worker published or holds in its current batch (it then commits without lingering);
+    a read that returned waits for nothing."""
+    store, ticks = _Positions(0), Ticks()
+    waits = Projections(store, "t", timeout_s=30, ticks=ticks, ticked_poll_s=30)  # type: ignore[arg-type]
+    assert not ticks.awaited({0: 100})  # no read waits
+    ticks.publish("db", {1: 6})  # partition 1 projected through 5
+    reader = threading.Thread(target=waits.wait, args=({0: 9, 1: 5},))
+    reader.start()
+    deadline = time.monotonic() + 10
+    while not ticks.awaited({0: 9}):
+        assert time.monotonic() < deadline, "the blocked read was never seen"
+        time.sleep(0.005)
+    assert not ticks.awaited({0: 8})  # offset 9 not fetched yet
+    assert not ticks.awaited({1: 50})  # partition 0 not fetched at all
+    ticks.publish("db", {0: 10})
+    reader.join(10)
+    assert not reader.is_alive()
+    assert not ticks.awaited({0: 9, 1: 5})  # it returned: nothing waits
