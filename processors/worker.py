@@ -132,8 +132,11 @@ class ProjectionWorker:
         archive: EventArchive | None = None,
         metrics: WorkerMetrics | None = None,
         settings: WorkerSettings | None = None,
+        writers: Sequence[Any] = (),
     ) -> None:
         self.client = client
+        #: more clients a small batch's inserts share (`ClickHouseSink.writers`)
+        self.writers = tuple(writers)
         self.bootstrap = bootstrap
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -141,7 +144,7 @@ class ProjectionWorker:
         self.metrics = metrics or WorkerMetrics()
         self.base = ClickHouseSink(client, database)
         self.processor = BatchProcessor(
-            ClickHouseSink(client, database),
+            ClickHouseSink(client, database, self.writers),
             archive=archive,
             dlq=self._send_dlq,
             metrics=self.metrics,
@@ -184,7 +187,7 @@ class ProjectionWorker:
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         active = await asyncio.to_thread(self._active_database)
-        self.processor.sink = ClickHouseSink(self.client, active)
+        self.processor.sink = ClickHouseSink(self.client, active, self.writers)
         s = self.settings
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
@@ -580,7 +583,7 @@ class ProjectionWorker:
             return
         log.info("read models switched to %s; continuing there", active)
         await asyncio.to_thread(migrate, self.client, active)
-        self.processor.sink = ClickHouseSink(self.client, active)
+        self.processor.sink = ClickHouseSink(self.client, active, self.writers)
         self.processor.forget()
         self._epoch += 1
         await self._seek_assigned(consumer, set(self._assigned))

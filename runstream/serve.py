@@ -57,6 +57,7 @@ def make_worker(
     group: str = "runstream-processors",
     instance_id: str | None = None,
     registry: Any = None,
+    writers: tuple[Any, ...] = (),
 ) -> Any:
     """A projection worker; a stable `instance_id` (static membership) lets a restarted
     worker take its partitions back at once instead of after the session timeout. Its
@@ -75,6 +76,7 @@ def make_worker(
         archive=archive,
         settings=WorkerSettings(group_id=group, group_instance_id=instance_id),
         metrics=WorkerMetrics(registry),
+        writers=writers,
     )
 
 
@@ -189,14 +191,19 @@ WORKER_NICE = 10
 SWITCH_INTERVAL_S = 0.001
 
 
+def worker_client(settings: ServerSettings) -> Any:
+    """A client for the worker's queries, niced on chDB (`WORKER_NICE`)."""
+    client = clickhouse_client(settings)
+    if settings.clickhouse_url.startswith("chdb://"):
+        client.set_client_setting("os_thread_priority", WORKER_NICE)
+    return client
+
+
 def serve_clients(settings: ServerSettings) -> tuple[Any, Callable[[], Any]]:
     """`serve`'s clients: the worker's (its query threads niced, `WORKER_NICE`) and the API's
     factory (`per_thread_clients`), so no read waits behind a worker query holding a shared
     client or competes with it for the CPU on equal terms."""
-    worker = clickhouse_client(settings)
-    if settings.clickhouse_url.startswith("chdb://"):
-        worker.set_client_setting("os_thread_priority", WORKER_NICE)
-    return worker, per_thread_clients(settings)
+    return worker_client(settings), per_thread_clients(settings)
 
 
 def run_api(settings: ServerSettings, database: str, host: str, port: int) -> None:
@@ -250,6 +257,8 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
         database,
         instance_id=f"serve-{socket.gethostname()}",
         registry=app.state.registry,
+        # a small batch's inserts run on two handles side by side (`ClickHouseSink.writers`)
+        writers=(worker_client(settings),),
     )
     wake_reads_on_commits(app, worker)
     app.state.registry.register(HeapCollector())

@@ -4,6 +4,7 @@ property that no interleaving of crashes, redeliveries and resends changes the r
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -744,3 +745,62 @@ def test_a_new_runs_state_is_not_read_and_a_stored_ones_is_after_a_restart(
     ).result_rows[0][0]
     assert params == [("lr", "0.1")]
     assert rejected == 1  # lr cannot change: known only from the stored state
+
+
+class _Counted:
+    """A client whose inserts are counted, slowed by `delay_s`, or fail while `fail` > 0."""
+
+    def __init__(self, client: Any, delay_s: float = 0.0) -> None:
+        self._client, self.delay_s = client, delay_s
+        self.inserts = 0
+        self.fail = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay_s)
+        if self.fail > 0:
+            self.fail -= 1
+            raise _Crash()
+        self.inserts += 1
+        return self._client.insert_arrow(*args, **kwargs)
+
+
+def test_a_small_batch_inserted_side_by_side_writes_what_one_client_writes(
+    chdb_client: Any, stack: Any, scratch_dbs: list[str]
+) -> None:
+    """With `writers`, a small batch's inserts run on several clients at once: the read
+    models equal those of one client inserting table after table. A failed insert fails
+    the batch only once the other clients' inserts ended (no insert of a batch outlives its
+    failure into its redo), and the redo, same tokens, is exact."""
+    import clickhouse_connect
+
+    other = _Counted(clickhouse_connect.get_client(dsn=f"chdb://{stack.chdb_dir}"), 0.05)
+    main = _Counted(chdb_client)
+    dbs = {"one": new_db_name("one"), "side": new_db_name("side")}
+    for db in dbs.values():
+        scratch_dbs.append(db)
+        migrate(chdb_client, db)
+    one = BatchProcessor(ClickHouseSink(chdb_client, dbs["one"]))
+    side = BatchProcessor(ClickHouseSink(main, dbs["side"], writers=(other,)))
+    for part, recs in LOG.items():
+        for start in range(0, len(recs), 3):
+            for proc in (one, side):
+                batch = proc.prepare("t", part, recs[start : start + 3])
+                assert batch is not None
+                if proc is side and start == 3:
+                    main.fail = 1  # the main client's first insert of this batch fails
+                    before = other.inserts
+                    t = time.monotonic()
+                    with pytest.raises(ReadModelWriteFailed):
+                        asyncio.run(proc.commit(batch))
+                    assert other.inserts > before  # its share ran to its end meanwhile
+                    assert time.monotonic() - t >= 0.05
+                    proc.forget(part)
+                    batch = proc.prepare("t", part, recs[start : start + 3])
+                    assert batch is not None
+                asyncio.run(proc.commit(batch))
+    assert other.inserts > 0  # the other client took its share
+    assert main.inserts > 0
+    assert digest(chdb_client, dbs["side"]) == digest(chdb_client, dbs["one"])
