@@ -102,6 +102,15 @@ def chdb_client(stack: LocalStack) -> Any:
     return clickhouse_connect.get_client(dsn=f"chdb://{stack.chdb_dir}")
 
 
+@pytest.fixture(scope="session")
+def chdb_writers(stack: LocalStack, chdb_client: Any) -> tuple[Any, ...]:
+    """One more handle on the process's chDB, as `runstream serve` gives its worker for a
+    small batch's inserts side by side (`ClickHouseSink.writers`)."""
+    import clickhouse_connect
+
+    return (clickhouse_connect.get_client(dsn=f"chdb://{stack.chdb_dir}"),)
+
+
 @pytest.fixture
 def ch_database(chdb_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A database of its own for this test (chDB allows one data path per process)."""

@@ -120,9 +120,15 @@ class Live:
 
 @contextlib.contextmanager
 def live_api(
-    connection: Any, chdb_client: Any, database: str, topic: str, **app_kwargs: Any
+    connection: Any,
+    chdb_client: Any,
+    database: str,
+    topic: str,
+    writers: tuple[Any, ...] = (),
+    **app_kwargs: Any,
 ) -> Iterator[Live]:
-    """Worker + API over `database` / `topic` (the session stack's Kafka and S3)."""
+    """Worker + API over `database` / `topic` (the session stack's Kafka and S3); `writers`:
+    the worker's other chDB handles (`runstream serve` gives it one)."""
     from processors import ProjectionWorker, WorkerSettings
     from processors.migrate import migrate
     from query_api.app import create_app
@@ -141,6 +147,7 @@ def live_api(
             settings=WorkerSettings(
                 group_id=f"g-{database}", batch_timeout=0.05, pointer_check_interval=0.2
             ),
+            writers=writers,
         )
     ).start()
     s3 = S3Settings(

@@ -94,11 +94,15 @@ def _events(project: str = "default") -> tuple[str, list[Any]]:
 
 
 def test_ingest_through_the_sdk_transport(
-    connection: Any, chdb_client: Any, ch_database: str, kafka_topic: str
+    connection: Any,
+    chdb_client: Any,
+    ch_database: str,
+    kafka_topic: str,
+    chdb_writers: tuple[Any, ...],
 ) -> None:
     rid, events = _events()
     records = [Record(partition_key(e), encode(e), Position(0, 0)) for e in events]
-    with live_api(connection, chdb_client, ch_database, kafka_topic) as live:
+    with live_api(connection, chdb_client, ch_database, kafka_topic, chdb_writers) as live:
         asyncio.run(HttpTransport(live.url, None).send(records))
         # a batch with one undecodable event: 400 naming it, nothing produced
         before = asyncio.run(end_offsets(connection.kafka_bootstrap, kafka_topic))

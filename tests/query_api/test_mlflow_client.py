@@ -119,8 +119,9 @@ def test_real_mlflow_client_round_trip(
     kafka_topic: str,
     tmp_path: Path,
     mlflow_py: Path,
+    chdb_writers: tuple[Any, ...],
 ) -> None:
-    with live_api(connection, chdb_client, ch_database, kafka_topic) as live:
+    with live_api(connection, chdb_client, ch_database, kafka_topic, chdb_writers) as live:
         out = _result(run_client(mlflow_py, CLIENT_SCRIPT, live.url, tmp_path))
     rid, eid = out["run_id"], out["experiment_id"]
     assert out["artifact_uri"] == f"mlflow-artifacts:/{eid}/{rid}/artifacts"
