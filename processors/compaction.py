@@ -15,9 +15,9 @@ Rules (both engines, `ProjectionWorker` and the faust app, follow this one polic
 - A failed merge is logged and retried at the next chance: only search speed depends on it.
 
 Position rows (`PositionPruning`): one per batch, so pruned busy or not, at most every
-`interval` seconds, by the owner of partition 0 too (the prune of one partition's rows
-reads that partition's newest done batch from the table itself, so any process may run it);
-a failure is logged and retried at the next interval.
+`interval` seconds, by the owner of partition 0 alone (one prune of the shared table is
+enough; any process could run it safely, as it reads each partition's newest done batch
+from the table itself); a failure is logged and retried at the next interval.
 """
 
 from __future__ import annotations

@@ -99,6 +99,12 @@ def sql_literal(value: Any) -> str:
     return str(format_query_value(value))
 
 
+def _as_is(table: pa.Table) -> pa.Table:
+    """An insert's data already in Arrow (`ClickHouseSink.write` converts the others when
+    their insert runs)."""
+    return table
+
+
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -426,27 +432,21 @@ class ClickHouseSink:
         t0 = time.perf_counter()
         base = f"{topic}:{partition}:{first}-{last}"
         check = fence or (lambda: None)
-        parts: list[tuple[str, Callable[[], pa.Table], dict[str, Any]]] = []
-        if out.points is not None and out.points.num_rows:
-            points = out.points
-            parts.append(("metric_points", lambda: points, _UNIQUE_ROWS_INSERT))
-        if out.rollup is not None and out.rollup.num_rows:
-            rollup = out.rollup
-            parts.append(("metric_rollup", lambda: rollup, _UNIQUE_ROWS_INSERT))
+        inserts: list[tuple[str, Callable[[], pa.Table], dict[str, Any]]] = []
+
+        def add(table: str, data: Callable[[], pa.Table], **extra: Any) -> None:
+            token = {"insert_deduplication_token": f"{base}:{table}", **extra}
+            inserts.append((f"{self.database}.{table}", data, token))
+
+        rows = 0
+        for table, arrow in (("metric_points", out.points), ("metric_rollup", out.rollup)):
+            if arrow is not None and arrow.num_rows:
+                add(table, functools.partial(_as_is, arrow), **_UNIQUE_ROWS_INSERT)
+                rows += arrow.num_rows
         for table in ("metric_summary", *out.rows.tables()):
             if out.rows.count(table):
-                parts.append((table, functools.partial(out.rows.arrow, table), {}))
-        inserts = [
-            (
-                f"{self.database}.{table}",
-                data,
-                {"insert_deduplication_token": f"{base}:{table}", **extra},
-            )
-            for table, data, extra in parts
-        ]
-        rows = (out.points.num_rows if out.points is not None else 0) + sum(
-            out.rows.count(table) for table, _, _ in parts
-        )
+                add(table, functools.partial(out.rows.arrow, table))
+                rows += out.rows.count(table)
 
         def run() -> None:
             if self.writers and len(inserts) > 1 and rows <= PARALLEL_INSERT_ROWS:
