@@ -324,7 +324,9 @@ class FaustProjector:
         threads at once, which an HTTP session refuses): merge `run_search` and prune the
         position rows when due, then rewrite the search documents of the runs written since
         the last time (a cache: a failure only leaves searches reading those runs from
-        `run_search`)."""
+        `run_search`). Quiet since the last tick (a load's last runs), the documents are
+        rewritten chunk after chunk until one is committed, the lock released between chunks:
+        a batch waits for one chunk at most."""
         async with self._lock:
             busy = self._committed != self._committed_seen
             self._committed_seen = self._committed
@@ -341,12 +343,25 @@ class FaustProjector:
                 owns_partition_0=COMPACTING_PARTITION in self.next_offsets,
                 now=time.monotonic(),
             )
-            if not self.processor.stale_pages:
+            if not await self._refresh_chunk() or busy:
                 return
-            try:
-                await asyncio.to_thread(self.processor.refresh_pages)
-            except Exception as exc:  # noqa: BLE001 - retried at the next tick
-                log.warning("search documents not refreshed (%s); retried later", exc)
+        while self.processor.stale_pages:
+            async with self._lock:
+                if self._committed != self._committed_seen:
+                    return  # batches came: back to one chunk a tick
+                if not await self._refresh_chunk():
+                    return
+
+    async def _refresh_chunk(self) -> bool:
+        """Rewrite the documents of a chunk of stale runs; whether it did."""
+        if not self.processor.stale_pages:
+            return False
+        try:
+            await asyncio.to_thread(self.processor.refresh_pages)
+        except Exception as exc:  # noqa: BLE001 - retried at the next tick
+            log.warning("search documents not refreshed (%s); retried later", exc)
+            return False
+        return True
 
     # ---- positions: ClickHouse, not Kafka ----------------------------------------------
     async def _seek_to_positions(self) -> None:

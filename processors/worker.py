@@ -79,6 +79,9 @@ TRIM_EVERY_S = 2.0
 #: while a batch lingers for more records, how often it looks whether a read waits for
 #: the records it holds (`ProjectionWorker.awaited`)
 HURRY_CHECK_S = 0.002
+#: how long a fetch waits for records while the search documents of runs written before
+#: the topic went quiet are still being rewritten, chunk after chunk (`run`)
+BACKLOG_FETCH_S = 0.005
 
 
 class _Span:
@@ -230,10 +233,11 @@ class ProjectionWorker:
             await self.start()
         heap.map_large_blocks()
         heap.tune_gc()
+        wait: float | None = None
         try:
             while not self._stopping.is_set():
                 try:
-                    busy = await self.step() > 0
+                    busy = await self.step(wait) > 0
                     now = time.monotonic()
                     if busy:
                         self._heap_dirty = True
@@ -244,7 +248,13 @@ class ProjectionWorker:
                     quiet = not busy or self._caught_up()
                     # merged first: the documents' refresh reads run_search FINAL too
                     await self._compact_search(not quiet, now)
-                    await self._refresh_pages(not quiet, now)
+                    refreshed = await self._refresh_pages(not quiet, now, idle=not busy)
+                    # nothing came and documents are left to rewrite (a load's last runs):
+                    # the next fetch only looks for records, so the chunks follow each
+                    # other instead of one per batch_timeout; a record arriving meanwhile
+                    # waits for one chunk at most, as before
+                    backlog = not busy and refreshed and bool(self.processor.stale_pages)
+                    wait = BACKLOG_FETCH_S if backlog else None
                     await self._prune_positions(now)
                     if self._heap_dirty and (not busy or now - self._trimmed_at > TRIM_EVERY_S):
                         self._heap_dirty = False
@@ -259,23 +269,26 @@ class ProjectionWorker:
         finally:
             await self.stop()
 
-    async def _refresh_pages(self, busy: bool, now: float) -> None:
-        """Rewrite the search documents of the runs written since the last time: when the
-        topic went quiet or the worker caught up with it (at most every
-        `page_refresh_min_gap`), and every
+    async def _refresh_pages(self, busy: bool, now: float, idle: bool = False) -> bool:
+        """Rewrite the search documents of (up to a chunk of) the runs written since the
+        last time: after a fetch that got nothing (`idle`) at once, when the worker caught
+        up with the topic at most every `page_refresh_min_gap`, and every
         `page_refresh_interval` while batches come (the runs are written again soon, and
         the refresh reads `run_search` FINAL). A cache: a failure only leaves searches
-        reading those runs from `run_search`."""
+        reading those runs from `run_search`. Returns whether a chunk was rewritten."""
         if not self.processor.stale_pages or self._stopping.is_set():
-            return
+            return False
         s = self.settings
-        if now - self._pages_at < (s.page_refresh_interval if busy else s.page_refresh_min_gap):
-            return
+        gap = s.page_refresh_interval if busy else 0.0 if idle else s.page_refresh_min_gap
+        if now - self._pages_at < gap:
+            return False
         self._pages_at = now
         try:
             await asyncio.to_thread(self.processor.refresh_pages)
         except Exception as exc:  # noqa: BLE001 - retried at the next refresh
             log.warning("search documents not refreshed (%s); retried later", exc)
+            return False
+        return True
 
     async def _compact_search(self, busy: bool, now: float) -> None:
         """Merge `run_search` into one part when due (`processors.compaction`)."""
@@ -301,14 +314,15 @@ class ProjectionWorker:
         )
 
     # ---- the loop ----------------------------------------------------------------------
-    async def step(self) -> int:
-        """Fetch up to batch_size records / batch_max_bytes (see `_fetch`), project and
-        commit them per partition; return the count."""
+    async def step(self, wait: float | None = None) -> int:
+        """Fetch up to batch_size records / batch_max_bytes (see `_fetch`; waiting up to
+        `wait` s for the first, default batch_timeout), project and commit them per
+        partition; return the count."""
         consumer = self._consumer
         if consumer is None:
             raise ProcessorError("worker not started")
         epoch = self._epoch
-        fetched = await self._fetch(consumer)
+        fetched = await self._fetch(consumer, wait)
         async with self._lock:
             if epoch != self._epoch or self._stopping.is_set():
                 self._rewind(consumer, fetched)  # assignment changed while fetching
@@ -326,13 +340,15 @@ class ProjectionWorker:
             await self._maybe_switch(consumer)
             return done
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[int, list[ConsumerRecord[Any, Any]]]:
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, wait: float | None = None
+    ) -> dict[int, list[ConsumerRecord[Any, Any]]]:
         """Up to batch_size records and about batch_max_bytes of values: each getmany asks
         for as many records as the byte budget left holds at the running mean record size
         (one getmany would otherwise hand over everything buffered for every partition,
         several times the budget, and a batch's memory grows with its size).
 
-        Waits up to batch_timeout for the first records, then at most batch_linger for
+        Waits up to batch_timeout (or `wait`) for the first records, then at most batch_linger for
         more: a lone write is projected ~20 ms after it arrives instead of after the whole
         batch_timeout (faust's `take(n, within=t)` waits the full t: scenario 3's freshness
         p50 was ~290 ms with it), while a busy topic still fills batches, its records
@@ -346,7 +362,7 @@ class ProjectionWorker:
         out: dict[int, list[ConsumerRecord[Any, Any]]] = defaultdict(list)
         total = size = 0
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.batch_timeout
+        deadline = loop.time() + (s.batch_timeout if wait is None else wait)
         lingering = False
         while total < s.batch_size and size < s.batch_max_bytes and not self._stopping.is_set():
             remaining = deadline - loop.time()

@@ -17,7 +17,7 @@ import pytest
 from aiokafka.structs import TopicPartition
 
 from processors.sink import Resume
-from processors.worker import ProjectionWorker, WorkerSettings
+from processors.worker import BACKLOG_FETCH_S, ProjectionWorker, WorkerSettings
 
 
 class _Buffered:
@@ -342,8 +342,69 @@ def test_documents_are_refreshed_when_quiet_and_at_an_interval_while_busy() -> N
     assert step(False, 5.7) == 2  # ... but not more than every 0.25 s
     assert step(False, 5.9) == 3
     assert step(True, 6.95) == 4
+    # after a fetch that got nothing: at once, however recent the last chunk
+    assert asyncio.run(worker._refresh_pages(False, 6.96, idle=True)) is True
+    assert proc.refreshed == 5
     proc.stale_pages.clear()
-    assert step(False, 9.0) == 4  # nothing stale
+    assert step(False, 9.0) == 5  # nothing stale
+    assert asyncio.run(worker._refresh_pages(False, 9.5, idle=True)) is False
+
+
+class _Backlog:
+    """The documents of `runs` runs to rewrite, two per chunk (or every chunk failing)."""
+
+    def __init__(self, runs: int, failing: bool = False) -> None:
+        self.stale_pages = {("p", "e", f"r{i}") for i in range(runs)}
+        self.failing = failing
+        self.chunks = 0
+        self.search_rows_written = 0
+        self.sink = None  # the loop's other upkeep is not due here
+
+    def refresh_pages(self) -> int:
+        self.chunks += 1
+        if self.failing:
+            raise RuntimeError("chDB is away")
+        for _ in range(min(2, len(self.stale_pages))):
+            self.stale_pages.pop()
+        return 2
+
+
+class _Idle:
+    async def stop(self) -> None:
+        return None
+
+
+def _idle_steps(proc: _Backlog, steps: int) -> list[float | None]:
+    """Run the worker's loop over `steps` fetches that get nothing; their waits."""
+    worker = _offline_worker(batch_timeout=0.2, page_refresh_min_gap=0.25)
+    worker.processor = proc  # type: ignore[assignment]
+    worker._consumer = _Idle()  # type: ignore[assignment]
+    waits: list[float | None] = []
+
+    async def step(wait: float | None = None) -> int:
+        waits.append(wait)
+        if len(waits) == steps:
+            worker._stopping.set()
+        return 0
+
+    worker.step = step  # type: ignore[method-assign]
+    asyncio.run(worker.run())
+    return waits
+
+
+def test_an_idle_worker_rewrites_a_backlog_of_documents_chunk_after_chunk() -> None:
+    """A load's last runs: their documents are rewritten one chunk per fetch that looks
+    for records without waiting, not one chunk per batch_timeout (100 k runs: 50 chunks)."""
+    proc = _Backlog(runs=5)
+    waits = _idle_steps(proc, steps=6)
+    assert proc.chunks == 3
+    assert not proc.stale_pages
+    assert waits == [None, BACKLOG_FETCH_S, BACKLOG_FETCH_S, None, None, None]
+    # a refresh that fails is not retried at once (no busy loop logging the same failure)
+    proc = _Backlog(runs=5, failing=True)
+    waits = _idle_steps(proc, steps=4)
+    assert waits == [None] * 4
+    assert proc.chunks == 3  # tried after each full wait (the 4th step stopped the loop)
 
 
 class _Rebalancing:
