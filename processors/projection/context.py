@@ -215,13 +215,6 @@ class BatchContext:
             handler = self.handlers.get(ev.name)
             if handler is not None:
                 handler(self, ev)
-            if ev.env.run_id and ev.env.producer_id:
-                p = self.producer(ev)
-                p.last_seq = max(p.last_seq, ev.env.seq)
-                p.last_seen_at = max(p.last_seen_at, ev.env.occurred_at)
-                p.version = ev.offset
-                p.event_id = ev.env.event_id
-                self.producers_touched[(p.run_id, p.producer_id)] = p
             self.rows.add(
                 "events",
                 {
@@ -235,6 +228,14 @@ class BatchContext:
                     "payload": payload_json(ev.name, ev.record),
                 },
             )
+            # last: state outside the rows is not rolled back, so nothing may raise after it
+            if ev.env.run_id and ev.env.producer_id:
+                p = self.producer(ev)
+                p.last_seq = max(p.last_seq, ev.env.seq)
+                p.last_seen_at = max(p.last_seen_at, ev.env.occurred_at)
+                p.version = ev.offset
+                p.event_id = ev.env.event_id
+                self.producers_touched[(p.run_id, p.producer_id)] = p
         except (KeyError, ValueError, TypeError, AttributeError, ProjectionFailed) as exc:
             self.rows.rollback(mark)
             for table, owners in self.row_owners.items():

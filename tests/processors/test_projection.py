@@ -165,6 +165,22 @@ def test_poison_event_is_rolled_back_and_the_batch_flows_on() -> None:
     assert out.rows.count("tags") == 1
 
 
+def test_an_event_whose_payload_cannot_be_stored_leaves_its_producer_untouched() -> None:
+    """The `events` row is built last but one: an event failing there (its payload is not
+    JSON text) is poison, and its producer's state (last seq, last seen) is not moved by it
+    (a `producer_versions` row would otherwise be written for an event that never was)."""
+    w = Writer()
+    rec = w.record("TagsSet", "r1", tags={"a": "1"})
+    rec["extra"] = {1: "a", "b": "c"}  # keys that cannot be sorted: json refuses them
+    bad = Decoded(SourceEvent("t", 0, 0, 0, b"r1", b""), "TagsSet", rec, Envelope.from_record(rec))
+    state = PartitionState(0)
+    out = project_batch([bad], state)
+    assert [(p.src.offset, p.reason) for p in out.progress.poison] == [(0, "projection_failed")]
+    assert out.rows.count("events") == 0
+    assert out.rows.count("producer_versions") == 0
+    assert out.rows.count("tags") == 0
+
+
 @pytest.mark.parametrize(
     ("keys", "column", "bad"),
     [
