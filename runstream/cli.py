@@ -429,10 +429,15 @@ def serve(
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """One machine: projection worker + query API in one process over one chDB."""
+    from runstream.serve import WorkerDied
     from runstream.serve import serve as run_serve
 
     _logging()
-    run_serve(_server_settings(home), database, host, port)
+    try:
+        run_serve(_server_settings(home), database, host, port)
+    except WorkerDied as exc:  # its traceback is logged: a short last word, exit status 1
+        typer.echo(f"runstream serve stopped: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def _logging() -> None:

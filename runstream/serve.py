@@ -276,14 +276,39 @@ def serve(settings: ServerSettings, database: str, host: str, port: int) -> None
         )
     )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    asyncio.run(serve_with_worker(server, worker))
 
-    async def main() -> None:
-        work = asyncio.create_task(worker.run(), name="projection-worker")
-        try:
-            await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers)
-        finally:
-            await worker.stop()
+
+class WorkerDied(RuntimeError):
+    """The projection worker of `runstream serve` stopped on an error: serve stops too."""
+
+
+async def serve_with_worker(server: Any, worker: Any) -> None:
+    """Run the API `server` (uvicorn's) and the projection `worker` side by side until the
+    server stops (SIGINT/SIGTERM), then stop the worker. If the worker ends on an error
+    first, the server is told to exit and `WorkerDied` is raised (the process exits non-zero):
+    an API left serving while nothing projects would answer every read from read models
+    that no longer move, and every read-your-writes wait would time out."""
+    work = asyncio.create_task(worker.run(), name="projection-worker")
+
+    def died(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical(
+                "the projection worker stopped on an error; stopping serve",
+                exc_info=task.exception(),
+            )
+            server.should_exit = True
+
+    work.add_done_callback(died)
+    try:
+        await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers) or should_exit
+    finally:
+        await worker.stop()
+        done, _ = await asyncio.wait({work}, timeout=30)
+        if not done:
+            work.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(work, timeout=30)
-
-    asyncio.run(main())
+                await work
+    error = None if work.cancelled() else work.exception()
+    if error is not None:
+        raise WorkerDied(f"projection worker: {error!r}") from error
