@@ -103,6 +103,36 @@ def archive_from_args(args: argparse.Namespace) -> EventArchive | None:
     return EventArchive(client, args.s3_bucket, args.s3_prefix)
 
 
+def _number(
+    kind: type[int] | type[float], low: float, *, inclusive: bool, high: float | None = None
+) -> Any:
+    """An argparse `type`: a `kind` number >= `low` (> `low` unless `inclusive`), at most
+    `high`; anything else is refused at the command line, naming the bound."""
+    bound = f">= {low:g}" if inclusive else f"> {low:g}"
+    if high is not None:
+        bound += f" and <= {high:g}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        below = value < low or (value == low and not inclusive)
+        if value != value or below or (high is not None and value > high):  # NaN too
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+#: counts and sizes (at least 1), durations and sizes above 0, and the two that may be 0
+_COUNT = _number(int, 1, inclusive=True)
+_POSITIVE = _number(float, 0, inclusive=False)
+_LINGER = _number(float, 0, inclusive=True)
+_KEPT = _number(int, 0, inclusive=True)
+_PORT = _number(int, 0, inclusive=True, high=65535)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m processors.worker", description=__doc__)
     ap.add_argument("--bootstrap", default=os.environ.get("RUNSTREAM_KAFKA_BOOTSTRAP"))
@@ -116,35 +146,35 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--s3-endpoint", default=None)
     ap.add_argument("--s3-bucket", default="runstream")
     ap.add_argument("--s3-prefix", default="")
-    ap.add_argument("--batch-size", type=int, default=20_000)
-    ap.add_argument("--batch-timeout", type=float, default=0.2)
+    ap.add_argument("--batch-size", type=_COUNT, default=20_000)
+    ap.add_argument("--batch-timeout", type=_POSITIVE, default=0.2)
     ap.add_argument(
         "--batch-linger",
-        type=float,
+        type=_LINGER,
         default=0.02,
         help="after the first records of a batch, wait at most this long for more (s)",
     )
     ap.add_argument(
         "--position-prune-interval",
-        type=float,
+        type=_POSITIVE,
         default=WorkerSettings.position_prune_interval,
         help="prune the position rows (one per batch) at most this often (s)",
     )
     ap.add_argument(
         "--positions-kept",
-        type=int,
+        type=_KEPT,
         default=WorkerSettings.positions_kept,
         help="prune a partition's position rows once it holds more than this many",
     )
-    ap.add_argument("--batch-max-mb", type=int, default=16)
+    ap.add_argument("--batch-max-mb", type=_COUNT, default=16)
     ap.add_argument(
         "--max-partition-fetch-mb",
-        type=float,
+        type=_POSITIVE,
         default=WorkerSettings.max_partition_fetch_bytes / 2**20,
         help="Kafka fetch size per partition (bounds the records buffered in memory)",
     )
     ap.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port"
+        "--metrics-port", type=_PORT, default=None, help="serve Prometheus /metrics on this port"
     )
     ap.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
     ap.add_argument("--verify", action="store_true", help="print the digest as JSON and exit")
