@@ -23,16 +23,25 @@ from processors.worker import BACKLOG_FETCH_S, ProjectionWorker, WorkerSettings
 class _Buffered:
     """aiokafka's getmany over records already fetched for 4 partitions."""
 
-    def __init__(self, sizes: list[int]) -> None:
-        self.parts = {p: deque() for p in range(4)}  # type: ignore[var-annotated]
+    def __init__(self, sizes: list[int], partitions: int = 4, spread: bool = True) -> None:
+        self.parts = {p: deque() for p in range(partitions)}  # type: ignore[var-annotated]
+        self.calls = 0
         for i, n in enumerate(sizes):
-            self.parts[i % 4].append(
-                SimpleNamespace(value=b"x" * n, offset=i, timestamp=0, key=b"k")
-            )
+            p = i % partitions if spread else i * partitions // len(sizes)
+            self.parts[p].append(SimpleNamespace(value=b"x" * n, offset=i, timestamp=0, key=b"k"))
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", p) for p in self.parts}
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[Any, list[Any]]:
+        self.calls += 1
         out: dict[Any, list[Any]] = {}
-        for p, q in self.parts.items():  # like aiokafka: everything buffered, up to N
+        wanted = {tp.partition for tp in partitions} or set(self.parts)
+        for p, q in self.parts.items():  # like aiokafka: one buffer after the other, up to N
+            if p not in wanted:
+                continue
             take = []
             while q and max_records > 0:
                 take.append(q.popleft())
@@ -97,6 +106,40 @@ def test_small_records_still_fill_a_batch_by_count() -> None:
     assert sum(len(rs) for rs in batch.values()) == 500
 
 
+def test_partitions_holding_records_get_equal_shares_of_a_batch() -> None:
+    """Catching up, aiokafka hands out one partition's buffer before the next's: the fetch
+    takes a share from each partition holding records, so they advance together (a load's
+    `run_search` parts then cover neighbouring run ids, not overlapping ones)."""
+    worker = _offline_worker(batch_size=400, batch_max_bytes=1 << 30)
+    consumer = _Buffered([100] * 4000, spread=False)  # partition 0's 1,000 first, then 1's ...
+    for _ in range(3):
+        batch = _fetch(worker, consumer)
+        assert {p: len(rs) for p, rs in batch.items()} == {0: 100, 1: 100, 2: 100, 3: 100}
+    assert [len(q) for q in consumer.parts.values()] == [700] * 4
+    # records of one partition (in offset order, none skipped) still fill a batch
+    consumer = _Buffered([100] * 1000, partitions=4, spread=False)
+    for q in list(consumer.parts.values())[1:]:
+        consumer.parts[0].extend(q)
+        q.clear()
+    batch = _fetch(worker, consumer)
+    assert list(batch) == [0]
+    assert [r.offset for r in batch[0]] == list(range(400))
+
+
+def test_large_records_fill_a_batch_from_one_partition_the_partitions_in_turn() -> None:
+    """A byte budget of a few records (large MetricsLogged events): a fetch takes them from
+    one partition (batches and inserts stay large), the next fetch from the next one."""
+    worker = _offline_worker(batch_size=400, batch_max_bytes=200)
+    consumer = _Buffered([100] * 400, spread=False)
+    _fetch(worker, consumer)  # the first learns the record size
+    batches = [_fetch(worker, consumer) for _ in range(8)]
+    assert all(len(b) == 1 and sum(map(len, b.values())) == 2 for b in batches)
+    order = [next(iter(b)) for b in batches]
+    assert order[:4] == sorted(order[:4], key=lambda p: (p - order[0]) % 4)
+    assert sorted(order[:4]) == [0, 1, 2, 3]
+    assert order[4:] == order[:4]
+
+
 class _Trickle:
     """A topic where one record arrives every `gap_s`; getmany waits like aiokafka's (up to
     its timeout for the next arrival) and logs the timeouts it was given."""
@@ -106,7 +149,12 @@ class _Trickle:
         self.timeouts: list[int] = []
         self.sent = 0
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0)}
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[Any, list[Any]]:
         self.timeouts.append(timeout_ms)
         wait = 0.0 if self.sent == 0 else self.gap_s
         if wait * 1000 > timeout_ms:
@@ -144,7 +192,12 @@ class _Clocked:
         self.start: float | None = None
         self.sent = 0
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0)}
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[Any, list[Any]]:
         self.timeouts.append(timeout_ms)
         now = time.monotonic()
         if self.start is None:
@@ -418,7 +471,12 @@ class _Rebalancing:
         self.position = 37
         self.end = 47
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0)}
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[Any, list[Any]]:
         if not self.first_getmany_done.is_set():
             self.first_getmany_done.set()  # lets the assignment's read of positions finish
             self.position = 46
