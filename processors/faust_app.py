@@ -55,7 +55,13 @@ from processors.compaction import COMPACTING_PARTITION, PositionPruning, SearchC
 from processors.errors import PartitionTaken
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
-from processors.pipeline import BatchProcessor, PreparedBatch, retry_batch, split_by_bytes
+from processors.pipeline import (
+    BatchProcessor,
+    PreparedBatch,
+    refresh_chunk,
+    retry_batch,
+    split_by_bytes,
+)
 from processors.sink import ClickHouseSink, Resume
 from processors.telemetry import WorkerMetrics
 
@@ -343,25 +349,14 @@ class FaustProjector:
                 owns_partition_0=COMPACTING_PARTITION in self.next_offsets,
                 now=time.monotonic(),
             )
-            if not await self._refresh_chunk() or busy:
+            if not await refresh_chunk(self.processor) or busy:
                 return
         while self.processor.stale_pages:
             async with self._lock:
                 if self._committed != self._committed_seen:
                     return  # batches came: back to one chunk a tick
-                if not await self._refresh_chunk():
+                if not await refresh_chunk(self.processor):
                     return
-
-    async def _refresh_chunk(self) -> bool:
-        """Rewrite the documents of a chunk of stale runs; whether it did."""
-        if not self.processor.stale_pages:
-            return False
-        try:
-            await asyncio.to_thread(self.processor.refresh_pages)
-        except Exception as exc:  # noqa: BLE001 - retried at the next tick
-            log.warning("search documents not refreshed (%s); retried later", exc)
-            return False
-        return True
 
     # ---- positions: ClickHouse, not Kafka ----------------------------------------------
     async def _seek_to_positions(self) -> None:

@@ -128,6 +128,20 @@ class PreparedBatch:
 RunKey = tuple[str, str, str]
 
 
+async def refresh_chunk(proc: BatchProcessor) -> bool:
+    """Rewrite a chunk of `proc`'s stale search documents in a thread (`refresh_pages`);
+    whether it did. A failure is logged and left for the next time: the documents are a
+    cache, searches read those runs from `run_search` meanwhile."""
+    if not proc.stale_pages:
+        return False
+    try:
+        await asyncio.to_thread(proc.refresh_pages)
+    except Exception as exc:  # noqa: BLE001 - retried at the next refresh
+        log.warning("search documents not refreshed (%s); retried later", exc)
+        return False
+    return True
+
+
 class StaleRuns:
     """The runs (project, experiment id, run id) whose `run_page` search document is behind
     `run_search`, handed out smallest key first (`take`).

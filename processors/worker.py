@@ -34,7 +34,13 @@ from processors.compaction import COMPACTING_PARTITION, PositionPruning, SearchC
 from processors.errors import PartitionTaken, ProcessorError
 from processors.migrate import migrate
 from processors.model import Poison, SourceEvent
-from processors.pipeline import BatchProcessor, PreparedBatch, retry_batch, split_by_bytes
+from processors.pipeline import (
+    BatchProcessor,
+    PreparedBatch,
+    refresh_chunk,
+    retry_batch,
+    split_by_bytes,
+)
 from processors.sink import ClickHouseSink
 from processors.telemetry import WorkerMetrics
 
@@ -285,12 +291,7 @@ class ProjectionWorker:
         if now - self._pages_at < gap:
             return False
         self._pages_at = now
-        try:
-            await asyncio.to_thread(self.processor.refresh_pages)
-        except Exception as exc:  # noqa: BLE001 - retried at the next refresh
-            log.warning("search documents not refreshed (%s); retried later", exc)
-            return False
-        return True
+        return await refresh_chunk(self.processor)
 
     async def _compact_search(self, busy: bool, now: float) -> None:
         """Merge `run_search` into one part when due (`processors.compaction`)."""
