@@ -135,12 +135,17 @@ def test_large_records_fill_a_batch_from_one_partition_the_partitions_in_turn() 
     batches = [_fetch(worker, consumer) for _ in range(8)]
     assert all(len(b) == 1 and sum(map(len, b.values())) == 2 for b in batches)
     order = [next(iter(b)) for b in batches]
-    assert order[:4] == sorted(order[:4], key=lambda p: (p - order[0]) % 4)
-    assert sorted(order[:4]) == [0, 1, 2, 3]
-    assert order[4:] == order[:4]
+    assert order == [(order[0] + i) % 4 for i in range(8)]
 
 
-class _Trickle:
+class _OnePartition:
+    """A stand-in consumer assigned partition 0 alone (the fetch then asks it as a whole)."""
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0)}
+
+
+class _Trickle(_OnePartition):
     """A topic where one record arrives every `gap_s`; getmany waits like aiokafka's (up to
     its timeout for the next arrival) and logs the timeouts it was given."""
 
@@ -148,9 +153,6 @@ class _Trickle:
         self.gap_s = gap_s
         self.timeouts: list[int] = []
         self.sent = 0
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition("t", 0)}
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int, max_records: int
@@ -182,7 +184,7 @@ def test_a_lone_record_waits_batch_linger_not_batch_timeout() -> None:
     assert len([r for rs in batch.values() for r in rs]) > 1
 
 
-class _Clocked:
+class _Clocked(_OnePartition):
     """A topic where record k (1, 2, ...) arrives k-1 times `gap_s` after the first
     getmany, by the clock; getmany waits up to its timeout for the next arrival."""
 
@@ -191,9 +193,6 @@ class _Clocked:
         self.timeouts: list[int] = []
         self.start: float | None = None
         self.sent = 0
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition("t", 0)}
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int, max_records: int
@@ -460,7 +459,7 @@ def test_an_idle_worker_rewrites_a_backlog_of_documents_chunk_after_chunk() -> N
     assert proc.chunks == 3  # tried after each full wait (the 4th step stopped the loop)
 
 
-class _Rebalancing:
+class _Rebalancing(_OnePartition):
     """A consumer of partition 0 (records 37-46), newly assigned: its fetcher already holds
     37-45 from Kafka's committed offset when the worker seeks to ClickHouse's position (37):
     what was handed out before the seek comes again after it, as with aiokafka."""
@@ -470,9 +469,6 @@ class _Rebalancing:
         self.sought = asyncio.Event()
         self.position = 37
         self.end = 47
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition("t", 0)}
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int, max_records: int
