@@ -75,6 +75,23 @@ def read_experiment(svc: Services, experiment_id: str) -> dict[str, Any]:
     return svc.experiments.get(eid)
 
 
+def checked_experiment(svc: Services, experiment_id: str) -> dict[str, Any]:
+    """`read_experiment` for the check a write starts with, held for a while
+    (`writer.CheckedExperiments`: reused until this process writes to the experiment, or
+    for `experiment_check_ttl_s`); 404 if absent (not held)."""
+    eid = resolve_experiment_id(svc, experiment_id)
+    generation = svc.shared.store.generation
+    key = (generation, svc.experiments.project, eid)
+    marks = svc.shared.marks.of([experiment_key(eid)])
+    held = svc.shared.checked_experiments.get(key, marks) if generation else None
+    if held is not None:
+        return held
+    experiment = read_experiment(svc, eid)
+    if generation:
+        svc.shared.checked_experiments.put(key, marks, experiment)
+    return experiment
+
+
 async def create_experiment(svc: Services, req: rq.CreateExperiment) -> str:
     name = req.name.strip()
     if not name:
@@ -112,7 +129,7 @@ async def create_experiment(svc: Services, req: rq.CreateExperiment) -> str:
 async def ensure_default_experiment(svc: Services, eid: str) -> None:
     def exists() -> bool:
         try:
-            read_experiment(svc, eid)
+            checked_experiment(svc, eid)
         except ExperimentNotFound:
             return False
         return True
@@ -127,7 +144,7 @@ async def ensure_default_experiment(svc: Services, eid: str) -> None:
 
 async def _live_experiment(svc: Services, experiment_id: str) -> str:
     eid = resolve_experiment_id(svc, experiment_id)
-    await run_in_threadpool(read_experiment, svc, eid)
+    await run_in_threadpool(checked_experiment, svc, eid)
     return eid
 
 
@@ -178,7 +195,7 @@ async def create_run(svc: Services, req: rq.CreateRun, runs: RunDirectory) -> di
     eid = resolve_experiment_id(svc, req.experiment_id)
     if eid == experiment_id_for(svc.write_project, DEFAULT_EXPERIMENT):
         await ensure_default_experiment(svc, eid)
-    exp = await run_in_threadpool(read_experiment, svc, eid)
+    exp = await run_in_threadpool(checked_experiment, svc, eid)
     if exp["lifecycle_stage"] != "active":
         raise BadRequest(f"The experiment {eid} must be in the 'active' state.")
     run_id = uuid.uuid4().hex
@@ -247,6 +264,9 @@ async def update_run(svc: Services, req: rq.UpdateRun, runs: RunDirectory) -> di
         if status is not RunStatus.RUNNING:
             changed["end_time"] = env.occurred_at
     await svc.writer.emit(events)
+    entry = runs.get(svc.write_project, rid)
+    if entry is not None and entry.created is not None:
+        entry.created = {**entry.created, **changed}
     return changed
 
 

@@ -30,7 +30,7 @@ from query_api.repository.leaderboard import LeaderboardRepository
 from query_api.repository.runs import ResultCache
 from query_api.repository.summaries import KnownRuns, require_runs
 from query_api.settings import Settings
-from query_api.writer import RunDirectory, Writer
+from query_api.writer import CheckedExperiments, RunDirectory, Writer
 
 DEFAULT_PROJECT = "default"
 
@@ -48,6 +48,7 @@ class Shared:
     projections: Projections
     blobs: BlobStore | None
     runs: RunDirectory
+    checked_experiments: CheckedExperiments
     results: ResultCache | None
     known_runs: KnownRuns
 
@@ -78,6 +79,7 @@ class Shared:
             projections=Projections(store, log.topic, settings.consistency_timeout_s),
             blobs=blobs,
             runs=RunDirectory(),
+            checked_experiments=CheckedExperiments(settings.experiment_check_ttl_s),
             results=ResultCache(cache) if cache else None,
             known_runs=KnownRuns(),
         )

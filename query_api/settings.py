@@ -35,6 +35,9 @@ class Settings:
             bodies, as soon as the bytes received pass it).
         search_cache_bytes: memory for search results held by the run state they show
             (`ResultCache`: a page of held runs skips the document read); 0 turns it off.
+        experiment_check_ttl_s: how long the experiment a write checked (exists, active) is
+            reused by later writes (`writer.CheckedExperiments`; this process's own writes
+            to it end that at once); 0: every check reads.
     """
 
     database: str = "runstream"
@@ -49,9 +52,14 @@ class Settings:
     max_artifact_bytes: int = 1024 * 1024 * 1024
     max_request_bytes: int = 16 * 1024 * 1024
     search_cache_bytes: int = 32 * 1024 * 1024
+    experiment_check_ttl_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not _IDENT.match(self.database):
             raise QueryApiError(f"database must be a plain identifier, got {self.database!r}")
         if self.search_cache_bytes < 0:
             raise QueryApiError(f"search_cache_bytes must be >= 0, got {self.search_cache_bytes}")
+        if not self.experiment_check_ttl_s >= 0:
+            raise QueryApiError(
+                f"experiment_check_ttl_s must be >= 0, got {self.experiment_check_ttl_s}"
+            )

@@ -9,12 +9,13 @@ Kafka acknowledged them, the offsets are remembered for the run and experiment t
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from query_api.consistency import WriteMarks, encode_token, merge
+from query_api.consistency import Positions, WriteMarks, encode_token, merge
 from query_api.errors import BadRequest
 from query_api.eventlog import EventLog, Record, Stamp
 from schemas import Envelope, InvalidEvent, encode, partition_key
@@ -99,7 +100,9 @@ class RunEntry:
 
     experiment_id: str
     params: dict[str, str] | None  # None: unknown (read them from the store)
-    created: dict[str, Any] | None = None  # the run as created here (until it is projected)
+    #: the run as created here, with the renames and status changes written here since
+    #: (what `runs/create` and `runs/update` answer with, without a read)
+    created: dict[str, Any] | None = None
 
 
 class RunDirectory:
@@ -130,3 +133,55 @@ class RunDirectory:
     def drop(self, project: str, run_id: str) -> None:
         with self._lock:
             self._items.pop((project, run_id), None)
+
+
+class CheckedExperiments:
+    """Experiments as the checks of writes read them, held for `ttl_s` seconds (LRU).
+
+    A run create, and every write to an experiment, first checks that the experiment exists
+    (and for a run create, that it is active): one read of `experiments`, ~3 ms on chDB but
+    6-12 ms in `runstream serve` while its worker writes, and concurrent requests take their
+    turn on chDB. An entry is used only while this process's marks of the experiment
+    (`WriteMarks.of`) are the ones it was read with: once this process writes to the
+    experiment (delete, restore, rename, tags), the next check waits for that write and reads
+    again (read-your-writes). A change by another writer (the SDK, a second API replica) is
+    seen by the checks at most `ttl_s` after the read model shows it. `ttl_s` = 0: every
+    check reads."""
+
+    def __init__(
+        self,
+        ttl_s: float,
+        capacity: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.capacity = capacity
+        self._clock = clock
+        self._items: OrderedDict[Hashable, tuple[float, Positions, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, marks: Positions) -> dict[str, Any] | None:
+        """The experiment held under `key` if read within `ttl_s` with these `marks`."""
+        with self._lock:
+            held = self._items.get(key)
+            if held is None:
+                return None
+            expires, read_with, experiment = held
+            if self._clock() >= expires or read_with != marks:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return dict(experiment)
+
+    def put(self, key: Hashable, marks: Positions, experiment: dict[str, Any]) -> None:
+        """Hold `experiment`, read after this process's writes `marks` of it were projected."""
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            self._items[key] = (self._clock() + self.ttl_s, dict(marks), dict(experiment))
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -120,7 +120,7 @@ def build_router(prefix: str) -> APIRouter:
     @r.post("/logged-models", summary="Create a logged model (MLflow 3)", response_model=None)
     async def create(svc: Svc, req: CreateModel) -> Response:
         eid = mw.resolve_experiment_id(svc, req.experiment_id)
-        await run_in_threadpool(mw.read_experiment, svc, eid)
+        await run_in_threadpool(mw.checked_experiment, svc, eid)
         model_id = f"m-{uuid.uuid4().hex}"
         now = now_ms()
         info: dict[str, Any] = {

@@ -152,17 +152,16 @@ def build_router(prefix: str) -> APIRouter:
         rid = req.id
 
         def info() -> dict[str, Any]:
-            # the state before this update is enough: the update's own fields are overlaid;
-            # a run created here and not projected yet is answered from what was created
+            # a run created here: as created, with the changes written here since (no read);
+            # another run: its state before this update, the update's own fields overlaid
+            entry = svc.shared.runs.get(svc.write_project, rid)
+            if entry is not None and entry.created is not None:
+                return shapes.run_info({**entry.created, **changed})
             try:
                 run = svc.runs.info(rid)
             except RunNotFound:
-                entry = svc.shared.runs.get(svc.write_project, rid)
-                if entry is not None and entry.created is not None:
-                    run = entry.created
-                else:
-                    svc.wait_for([run_key(rid)])
-                    run = svc.runs.info(rid)
+                svc.wait_for([run_key(rid)])
+                run = svc.runs.info(rid)
             return shapes.run_info({**run, **changed})
 
         return SafeJSONResponse({"run_info": await run_in_threadpool(info)})

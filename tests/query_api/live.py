@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,10 +125,12 @@ def live_api(
     database: str,
     topic: str,
     writers: tuple[Any, ...] = (),
+    settings: Mapping[str, Any] | None = None,
     **app_kwargs: Any,
 ) -> Iterator[Live]:
     """Worker + API over `database` / `topic` (the session stack's Kafka and S3); `writers`:
-    the worker's other chDB handles (`runstream serve` gives it one)."""
+    the worker's other chDB handles (`runstream serve` gives it one); `settings`: API
+    `Settings` fields besides the database."""
     from processors import ProjectionWorker, WorkerSettings
     from processors.migrate import migrate
     from query_api.app import create_app
@@ -157,7 +159,7 @@ def live_api(
         connection.s3_bucket,
     )
     app = create_app(
-        Settings(database=database, consistency_timeout_s=30.0),
+        Settings(database=database, consistency_timeout_s=30.0, **(settings or {})),
         lambda: chdb_client,
         kafka_bootstrap=connection.kafka_bootstrap,
         topic=topic,
