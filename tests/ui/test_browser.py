@@ -76,6 +76,35 @@ def test_api_extras_over_the_produced_runs(ui_stack: UiStack) -> None:
         assert http.get("/ui/static/..%2F__init__.py").status_code == 404
 
 
+def test_the_links_the_mlflow_client_prints_open_the_run_and_its_experiment(
+    ui_stack: UiStack, page: Any
+) -> None:
+    """`mlflow` prints "View run <name> at: <server>/#/experiments/<e>/runs/<id>" (and the
+    experiment's link) on every run end; pointed at Runstream they land on the run and on
+    the experiment's runs table."""
+    run_a = ui_stack.runs["a"]
+    run = httpx.get(f"{ui_stack.url}/api/v1/runs/{run_a}", timeout=30).json()["run"]
+    exp_id = run["experiment_id"]
+    page.goto(f"{ui_stack.url}/#/experiments/{exp_id}/runs/{run_a}")
+    page.wait_for_function(
+        "(name) => (document.querySelector('[data-testid=run-name]') || {}).textContent"
+        "?.startsWith(name)",
+        arg=ui_stack.names["a"],
+    )
+    assert page.url.endswith(f"#/run/{run_a}")
+    page.evaluate(f"location.hash = '#/experiments/{exp_id}'")
+    page.wait_for_function("document.querySelectorAll('[data-testid=run-row]').length === 3")
+    assert page.url.endswith(f"#/?exp={exp_id}")
+    page.wait_for_function(
+        "(e) => document.querySelector('[data-testid=experiment]').value === e", arg=exp_id
+    )
+    page.evaluate("location.hash = '#/experiments/no-such-experiment'")  # filtered: no run
+    page.wait_for_function(
+        "document.querySelector('[data-testid=run-count]')?.textContent === '0 runs'"
+    )
+    assert page.locator('[data-testid="run-row"]').count() == 0
+
+
 def test_runs_table_filter_sort_run_page_zoom_download_compare(
     ui_stack: UiStack, page: Any, tmp_path: Path
 ) -> None:

@@ -3,6 +3,8 @@
 //   #/run/<id>    one run: overview, params, tags, attributes, notes, lineage, artifacts,
 //                 producers, alerts, console, charts (live while RUNNING)
 //   #/compare?runs=a,b   runs side by side and their metrics overlaid
+//   #/experiments/<e>[/runs/<id>[/...]]   the links the `mlflow` client prints ("View run …
+//                 at: <server>/#/experiments/<e>/runs/<id>"): the run, or the experiment's runs
 import { api, downloadWithToken, getToken, num, setToken } from "./api.js";
 import { ChartPanel, PALETTE, formatValue } from "./charts.js";
 
@@ -619,6 +621,12 @@ async function route() {
   const params = new URLSearchParams(query);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === `#${path}`));
   try {
+    const mlflowLink = path.match(/^\/experiments\/([^/]+)(?:\/runs\/([^/]+))?/);
+    if (mlflowLink) {
+      const [, exp, run] = mlflowLink.map((part) => part && encodeURIComponent(decodeURIComponent(part)));
+      location.replace(run ? `#/run/${run}` : `#/?exp=${exp}`);
+      return;
+    }
     if (path.startsWith("/run/")) await runView(decodeURIComponent(path.slice(5)));
     else if (path === "/compare" && !params.get("runs") && selection.size) {
       location.replace(`#/compare?runs=${[...selection].map(encodeURIComponent).join(",")}`);
