@@ -140,7 +140,11 @@ def build_api(settings: ServerSettings, database: str, client_factory: Any) -> A
     from query_api.settings import Settings
 
     app = create_app(
-        Settings(database=database, search_cache_bytes=int(settings.search_cache_mb) << 20),
+        Settings(
+            database=database,
+            search_cache_bytes=int(settings.search_cache_mb) << 20,
+            experiment_check_ttl_s=int(settings.experiment_check_ttl_ms) / 1000,
+        ),
         client_factory,
         kafka_bootstrap=settings.kafka_bootstrap,
         s3=S3Settings(

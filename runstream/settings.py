@@ -26,6 +26,7 @@ ENV_VARS: dict[str, str] = {
     "clickhouse_password": "RUNSTREAM_CLICKHOUSE_PASSWORD",
     "presign_expiry_s": "RUNSTREAM_PRESIGN_EXPIRY_S",
     "search_cache_mb": "RUNSTREAM_SEARCH_CACHE_MB",
+    "experiment_check_ttl_ms": "RUNSTREAM_EXPERIMENT_CHECK_TTL_MS",
 }
 OPTIONAL = {
     "s3_bucket",
@@ -33,9 +34,10 @@ OPTIONAL = {
     "clickhouse_password",
     "presign_expiry_s",
     "search_cache_mb",
+    "experiment_check_ttl_ms",
 }
 #: numeric fields (text, as in the environment) -> the least value each accepts
-_WHOLE_NUMBERS = {"presign_expiry_s": 1, "search_cache_mb": 0}
+_WHOLE_NUMBERS = {"presign_expiry_s": 1, "search_cache_mb": 0, "experiment_check_ttl_ms": 0}
 
 
 def default_home() -> Path:
@@ -56,6 +58,9 @@ class ServerSettings:
     presign_expiry_s: str = "900"
     #: memory of each API process for search results held by run state, MiB (0: none)
     search_cache_mb: str = "32"
+    #: how long each API process reuses the experiment a write checked, ms (0: every check
+    #: reads; `query_api.writer.CheckedExperiments`)
+    experiment_check_ttl_ms: str = "1000"
 
     def __post_init__(self) -> None:
         for name, least in _WHOLE_NUMBERS.items():

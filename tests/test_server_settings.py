@@ -28,6 +28,8 @@ REQUIRED = {
         ("RUNSTREAM_SEARCH_CACHE_MB", "²", 0),  # a digit int() refuses
         ("RUNSTREAM_PRESIGN_EXPIRY_S", "0", 1),
         ("RUNSTREAM_PRESIGN_EXPIRY_S", "15m", 1),
+        ("RUNSTREAM_EXPERIMENT_CHECK_TTL_MS", "-5", 0),
+        ("RUNSTREAM_EXPERIMENT_CHECK_TTL_MS", "0.5", 0),
     ],
 )
 def test_a_bad_number_is_refused_naming_its_variable(
@@ -46,3 +48,12 @@ def test_the_api_holds_as_many_search_results_as_configured(
     app = build_api(ServerSettings.load(env, home=tmp_path), "runstream", lambda: None)
     results = app.state.shared.results
     assert (results.max_bytes if results is not None else None) == held
+
+
+@pytest.mark.parametrize(("ms", "ttl"), [(None, 1.0), ("250", 0.25), ("0", 0.0)])
+def test_the_api_holds_checked_experiments_as_long_as_configured(
+    tmp_path: Path, ms: str | None, ttl: float
+) -> None:
+    env = {**REQUIRED, **({"RUNSTREAM_EXPERIMENT_CHECK_TTL_MS": ms} if ms is not None else {})}
+    app = build_api(ServerSettings.load(env, home=tmp_path), "runstream", lambda: None)
+    assert app.state.shared.checked_experiments.ttl_s == ttl
