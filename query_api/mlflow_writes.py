@@ -81,15 +81,15 @@ def checked_experiment(svc: Services, experiment_id: str) -> dict[str, Any]:
     for `experiment_check_ttl_s`); 404 if absent (not held)."""
     eid = resolve_experiment_id(svc, experiment_id)
     generation = svc.shared.store.generation
+    if generation is None:  # the read database's UUID unknown: nothing to key a hold by
+        return read_experiment(svc, eid)
     key = (generation, svc.experiments.project, eid)
     marks = svc.shared.marks.of([experiment_key(eid)])
-    held = svc.shared.checked_experiments.get(key, marks) if generation else None
-    if held is not None:
-        return held
-    experiment = read_experiment(svc, eid)
-    if generation:
-        svc.shared.checked_experiments.put(key, marks, experiment)
-    return experiment
+    held = svc.shared.checked_experiments.get(key, marks)
+    if held is None:
+        held = read_experiment(svc, eid)
+        svc.shared.checked_experiments.put(key, marks, held)
+    return held
 
 
 async def create_experiment(svc: Services, req: rq.CreateExperiment) -> str:

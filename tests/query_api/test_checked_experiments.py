@@ -5,9 +5,11 @@ where this process's own writes end a hold at once and another writer's within t
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -78,22 +80,29 @@ def test_a_bad_ttl_is_refused(ttl: float) -> None:
 TTL_S = 5.0
 
 
-@pytest.mark.stack
-def test_run_creates_check_the_experiment_through_the_hold(
+@pytest.fixture
+def live(
     connection: Any,
     chdb_client: Any,
     ch_database: str,
     kafka_topic: str,
     chdb_writers: tuple[Any, ...],
+) -> Callable[..., Any]:
+    """`live_api` over this test's database and topic; API settings as keywords."""
+    return functools.partial(
+        live_api, connection, chdb_client, ch_database, kafka_topic, chdb_writers
+    )
+
+
+@pytest.mark.stack
+def test_run_creates_check_the_experiment_through_the_hold(
+    live: Callable[..., Any], connection: Any, kafka_topic: str
 ) -> None:
-    settings = {"experiment_check_ttl_s": TTL_S}
     with (
-        live_api(
-            connection, chdb_client, ch_database, kafka_topic, chdb_writers, settings=settings
-        ) as live,
-        httpx.Client(base_url=f"{live.url}/api/2.0/mlflow", timeout=60) as api,
+        live(settings={"experiment_check_ttl_s": TTL_S}) as app,
+        httpx.Client(base_url=f"{app.url}/api/2.0/mlflow", timeout=60) as api,
     ):
-        held = live.app.state.shared.checked_experiments
+        held = app.app.state.shared.checked_experiments
         eid = api.post("/experiments/create", json={"name": "held"}).json()["experiment_id"]
 
         def create_run(name: str) -> httpx.Response:
@@ -143,15 +152,11 @@ def test_run_creates_check_the_experiment_through_the_hold(
 
 @pytest.mark.stack
 def test_update_answers_a_run_created_here_with_the_changes_written_here(
-    connection: Any,
-    chdb_client: Any,
-    ch_database: str,
-    kafka_topic: str,
-    chdb_writers: tuple[Any, ...],
+    live: Callable[..., Any],
 ) -> None:
     with (
-        live_api(connection, chdb_client, ch_database, kafka_topic, chdb_writers) as live,
-        httpx.Client(base_url=f"{live.url}/api/2.0/mlflow", timeout=60) as api,
+        live() as app,
+        httpx.Client(base_url=f"{app.url}/api/2.0/mlflow", timeout=60) as api,
     ):
         eid = api.post("/experiments/create", json={"name": "upd"}).json()["experiment_id"]
         run = api.post("/runs/create", json={"experiment_id": eid, "run_name": "first"}).json()
