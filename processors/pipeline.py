@@ -25,6 +25,7 @@ from processors.model import Decoded, Poison, SourceEvent
 from processors.projection import Projected, project_batch
 from processors.sink import ClickHouseSink
 from processors.state import PartitionState
+from processors.tables import Rows
 from processors.telemetry import WorkerMetrics
 
 DlqSender = Callable[[Sequence[Poison]], Awaitable[None]]
@@ -126,6 +127,15 @@ class PreparedBatch:
 
 
 RunKey = tuple[str, str, str]
+
+
+def _keys(rows: Rows, table: str) -> Iterator[RunKey]:
+    """(project, experiment id, run id) of each of `rows`' rows of `table`."""
+    return zip(
+        rows.column(table, "project"),
+        rows.column(table, "experiment_id"),
+        rows.column(table, "run_id"),
+    )
 
 
 async def refresh_chunk(proc: BatchProcessor) -> bool:
@@ -296,13 +306,8 @@ class BatchProcessor:
                 log.exception("batch-done listener failed")
         rows = batch.projected.rows
         self.search_rows_written += rows.count("run_search")
-        self.stale_pages.update(
-            zip(
-                rows.column("run_search", "project"),
-                rows.column("run_search", "experiment_id"),
-                rows.column("run_search", "run_id"),
-            )
-        )
+        written = set(_keys(rows, "run_page"))  # documents written with their rows
+        self.stale_pages.update(k for k in _keys(rows, "run_search") if k not in written)
         self._count(batch, seconds)
         return seconds
 

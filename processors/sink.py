@@ -246,6 +246,7 @@ class ClickHouseSink:
         # size limit (256 KiB) whatever the batch holds (a batch can touch 10k runs)
         pairs = sorted({(e.env.run_id, e.env.event_id) for e in events})
         state.seen = {}
+        state.fresh = frozenset()
         # Which runs have any event stored: one query per _IN_CHUNK runs (run_id leads the
         # events key), for the runs the cache cannot vouch for. A run with no event stored
         # ("fresh": a new run, most of a replay or bulk load) has nothing else stored
@@ -274,6 +275,7 @@ class ClickHouseSink:
                 )
             )
         fresh = set(unknown) - stored
+        state.fresh = frozenset(fresh)
         pairs = [p for p in pairs if p[0] in stored]
         for chunk in _chunks(pairs, _SEEN_CHUNK):
             for r in self._q(

@@ -112,6 +112,9 @@ class PartitionState:
         self.experiment_names: dict[tuple[str, str], str | None] = {}
         #: event_id -> smallest log offset already projected (filled per batch, not cached)
         self.seen: dict[str, int] = {}
+        #: runs with nothing stored before the batch (filled per batch by the loader; empty
+        #: when nobody vouched): their `run_search` row is the batch's own
+        self.fresh: frozenset[str] = frozenset()
 
     def forget_seen(self) -> None:
         self.seen = {}

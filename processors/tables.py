@@ -263,6 +263,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("m_max_step", pa.map_(_S, pa.int64())),
         ("touches", pa.uint64()),
     ),
+    "run_page": _schema(
+        ("project", _S),
+        ("experiment_id", _S),
+        ("run_id", _S),
+        ("touches", pa.uint64()),
+        ("doc", _S),
+    ),
 }
 
 #: Tables written from Python rows, in insert order (history before current state).
@@ -281,6 +288,7 @@ ROW_TABLES: tuple[str, ...] = (
     "alerts",
     "rejected_events",
     "run_search",
+    "run_page",
     "events",
 )
 

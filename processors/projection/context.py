@@ -7,10 +7,12 @@ an event's rows are rolled back if its handler raises (poison).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from processors.errors import ProjectionFailed
@@ -259,8 +261,14 @@ class BatchContext:
         points, summary, rollup = self.points.build()
         for row in summary:
             self.rows.add("metric_summary", row)
+        fresh = self.state.fresh
         for row in self._run_search(summary):
             self.rows.add("run_search", row)
+            if row["run_id"] in fresh and row["run_state"]:
+                # the run's only row: its document now, not at the next refresh (a bulk
+                # load's or a replay's runs are searched from documents at once)
+                self.rows.add("run_page", {**row, "doc": search_document(row)})
+        self.state.fresh = frozenset()
         self.progress.points = self.points.points
         return Projected(self.rows, points, self.progress, rollup)
 
@@ -317,6 +325,34 @@ class BatchContext:
             for m, field in _METRIC_MAPS.items():
                 r[m][k] = srow[field]
         return [out[k] for k in sorted(out)]
+
+
+def _json_float(value: float) -> float | str:
+    """A float as the document holds it: non-finite ones as ClickHouse quotes them."""
+    if math.isfinite(value):
+        return value
+    return "nan" if value != value else "inf" if value > 0 else "-inf"
+
+
+def search_document(row: Mapping[str, Any]) -> str:
+    """The `run_page` document (migration 0003: what the view `run_page_source` makes of
+    `run_search FINAL`) of a run whose only `run_search` row is `row` (touches 1), as
+    `query_api.repository.runs` reads it back (a test holds the two equal)."""
+    run = row["run"]
+    return orjson.dumps(
+        [
+            {f: run[f] for f in _RUN_FIELDS},
+            row["params"],
+            row["tags"],
+            {k: {**v, "value": _json_float(v["value"])} for k, v in row["m_last"].items()},
+            row["m_count"],
+            {k: _json_float(v) for k, v in row["m_sum"].items()},
+            {k: _json_float(v) for k, v in row["m_min"].items()},
+            {k: _json_float(v) for k, v in row["m_max"].items()},
+            row["m_min_step"],
+            row["m_max_step"],
+        ]
+    ).decode()
 
 
 # ---- handlers: parse first (may raise), then mutate --------------------------------------

@@ -22,6 +22,7 @@ from processors.tables import SCHEMAS
 from schemas.metrics import series_key
 
 from .conftest import new_db_name
+from .documents import current_documents_agree
 from .factory import Writer, source
 from .stackutil import is_write
 
@@ -251,6 +252,7 @@ def test_crashes_redeliveries_and_resends_never_change_the_read_models(
     _drive(chdb_client, db, schedule)
     got = digest(chdb_client, db)
     assert got == _REF
+    current_documents_agree(chdb_client, db)  # a crashed batch's documents too
     for table in APPEND_ONLY:  # plain reads (no FINAL) see no duplicate either
         assert got[table]["raw_count"] == got[table]["count"], table
     chdb_client.command(f"DROP DATABASE {db} SYNC")
