@@ -48,7 +48,10 @@ _MERGED = {
     " round(sum(sum_value), 3), min(min_value), max(max_value), min(min_step),"
     " max(max_step), max(last) FROM {db}.metric_summary"
     " GROUP BY project, experiment_id, key, split, run_id",
-    "run_search": "SELECT project, experiment_id, run_id, max(run), max(run_state),"
+    # run_state: what searches test (a row with a run state; deleted), not its scale,
+    # which migration 0002's backfill and the projection choose differently
+    "run_search": "SELECT project, experiment_id, run_id, max(run), max(run_state) > 0,"
+    " max(run_state) % 2,"
     " maxMap(params), maxMap(tags), maxMap(m_last), sumMap(m_count),"
     " mapApply((k, v) -> (k, round(v, 3)), sumMap(m_sum)), minMap(m_min), maxMap(m_max),"
     " minMap(m_min_step), maxMap(m_max_step) FROM {db}.run_search"

@@ -298,7 +298,9 @@ class BatchContext:
         for st in self.runs_touched.values():
             r = row(st.project, st.experiment_id, st.run_id)
             r["run"] = {f: getattr(st, f) for f in _RUN_FIELDS}
-            r["run_state"] = st.version * 2 + (1 if st.deleted else 0)
+            # the version is the offset, 0 for the first event of a partition: + 1 keeps
+            # 0 for "no run state" (a run created at offset 0 was left out of every search)
+            r["run_state"] = (st.version + 1) * 2 + (1 if st.deleted else 0)
         cols = self.rows.column
         for (project, exp), run_id, key, value in zip(
             self.row_owners["params"],

@@ -285,7 +285,8 @@ class RunRepository:
         )
 
 
-#: `run_state` = version * 2 + deleted (0: no run state in the row); one narrow column,
+#: `run_state` = (version + 1) * 2 + deleted (0: no run state in the row; rows migration
+#: 0002 backfilled: version * 2 + deleted); one narrow column,
 #: where the `run` tuple costs every search ~10 ms more at 100 k runs
 _VIEW_ROW = {
     "ACTIVE_ONLY": "s.run_state % 2 = 0",

@@ -293,7 +293,7 @@ def test_run_search_rows_follow_the_run_as_of_each_event() -> None:
     assert run["run"]["version"] > 0
     assert dict(run["params"]) == {"lr": "0.1"}
     assert early["run_state"] == 0
-    assert run["run_state"] == run["run"]["version"] * 2  # live (odd = deleted)
+    assert run["run_state"] == (run["run"]["version"] + 1) * 2  # live (odd = deleted)
     (tag,) = dict(run["tags"]).values()
     assert (tag["deleted"], tag["value"]) == (1, "")  # the later removal wins in the batch
     (summary,) = _rows(out, "metric_summary")
@@ -512,3 +512,16 @@ def test_ranks_tied_at_the_last_step_keep_the_highest_producer_whatever_the_log_
     assert all(
         last == {"step": 6, "order": 1, "producer": "rank-1", "value": 1.0} for last in lasts
     )
+
+
+def test_a_run_created_at_offset_0_has_a_run_state_searches_see() -> None:
+    """The first event of a partition has offset 0, the version of the state it makes:
+    `run_state` still tells that row from one without a run state (0), or a search never
+    shows the run until it changes again."""
+    w = Writer()
+    evs = decoded([("RunCreated", w.record("RunCreated", "r1", name="first"))])
+    assert evs[0].offset == 0
+    (row,) = _rows(project_batch(evs, PartitionState(0)), "run_search")
+    assert row["run"]["version"] == 0
+    assert row["run_state"] > 0
+    assert row["run_state"] % 2 == 0  # live

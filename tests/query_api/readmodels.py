@@ -129,7 +129,7 @@ class ReadModels:
             experiment_id,
             row["project"],
             run=(row["version"], *(row[f] for f in fields), *(row[f] for f in more)),
-            run_state=row["version"] * 2 + row["deleted"],
+            run_state=(row["version"] + 1) * 2 + row["deleted"],
         )
 
     def params(self, run_id: str, values: dict[str, str], experiment_id: str = "1") -> None:
