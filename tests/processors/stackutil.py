@@ -14,6 +14,7 @@ from aiokafka.structs import TopicPartition
 
 from processors.replay import end_offsets
 from processors.sink import ClickHouseSink
+from tests.processors.documents import documents, from_document
 
 REPO_ROOT = __file__.rsplit("/tests/", 1)[0]
 
@@ -177,18 +178,25 @@ def _explain(client: Any, db: str, got: dict[str, Any], want: dict[str, Any]) ->
 
 
 def stale_pages(client: Any, database: str) -> list[tuple[str, str, str]]:
-    """The runs whose newest `run_page` search document is missing or differs from the one
-    `run_search` gives now (migration 0003)."""
-    db = database
-    rows = client.query(
-        f"SELECT s.project, s.experiment_id, s.run_id FROM {db}.run_page_source AS s"
-        " LEFT JOIN (SELECT project, experiment_id, run_id, argMax(doc, touches) AS newest,"
-        f" max(touches) AS version FROM {db}.run_page GROUP BY 1, 2, 3) AS p"
-        " ON p.project = s.project AND p.experiment_id = s.experiment_id AND p.run_id = s.run_id"
-        " WHERE NOT coalesce(p.version = s.touches AND p.newest = s.doc, 0)"
-        " SETTINGS join_use_nulls = 1"
-    ).result_rows
-    return sorted(tuple(r) for r in rows)
+    """The runs a search would not read from a `run_page` search document that shows what
+    `run_search` gives now (migration 0003): none at the run's `touches`, or one that reads
+    back otherwise than the document the view `run_page_source` makes (documents are
+    compared as the API reads them: a new run's document is written by the processors, not
+    by the view, and spells numbers its own way)."""
+    current = {
+        (p, e, r): (int(t), doc)
+        for p, e, r, t, doc in client.query(
+            f"SELECT project, experiment_id, run_id, touches, doc FROM {database}.run_page_source"
+        ).result_rows
+    }
+    held = documents(client, database)
+    stale = []
+    for key, (touches, doc) in current.items():
+        same = [d for t, d in held.get(key, []) if t == touches]
+        want = from_document(key, doc)
+        if not same or any(from_document(key, d) != want for d in same):
+            stale.append(key)
+    return sorted(stale)
 
 
 async def wait_pages(client: Any, database: str, timeout: float = 10.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
 import threading
 from typing import Any
 
@@ -18,6 +19,9 @@ from processors.archive import ARCHIVE_SCHEMA, CODEC, decode_segment, encode_seg
 from processors.sink import ClickHouseSink
 
 from .conftest import new_db_name
+from .documents import documents
+from .factory import Writer, source
+from .stackutil import stale_pages
 from .test_sink import LOG, _drive
 
 pytestmark = pytest.mark.stack
@@ -113,3 +117,39 @@ def test_replay_from_archive_is_interruptible_resumable_and_equal(
     assert done.events < sum(len(r) for r in LOG.values())
     assert digest(chdb_client, done.database) == digest(chdb_client, ref)
     assert ClickHouseSink(chdb_client, base).active_database() == done.database
+
+
+@pytest.mark.parametrize("full_above", [4, 100])
+def test_replay_leaves_no_stale_document(
+    chdb_client: Any, scratch_dbs: list[str], monkeypatch: pytest.MonkeyPatch, full_above: int
+) -> None:
+    """New runs get their documents with their rows; the run written by two batches is
+    rewritten at the end: chunk by chunk while such runs are few (one run of 13 here), in
+    one pass over every run once they are 1/`FULL_REFRESH_ABOVE` of the table or more."""
+    # the module (`processors.replay` is also the package's function of that name)
+    monkeypatch.setattr(sys.modules["processors.replay"], "FULL_REFRESH_ABOVE", full_above)
+    refreshed: list[object] = []
+    real = ClickHouseSink.refresh_pages
+
+    def spy(self: ClickHouseSink, keys: Any = None) -> None:
+        refreshed.append(None if keys is None else sorted(k[2] for k in keys))
+        real(self, keys)
+
+    monkeypatch.setattr(ClickHouseSink, "refresh_pages", spy)
+    w = Writer()
+    items = [("RunCreated", w.record("RunCreated", "long", name="long"))]
+    items += [("RunCreated", w.record("RunCreated", f"r{i:02d}", name=str(i))) for i in range(12)]
+    items.append(("RunRenamed", w.record("RunRenamed", "long", name="longer")))
+    archive = EventArchive(_FakeS3(), "bucket", "pre/")
+    archive.put("t", 0, source(items, topic="t"))
+    base = new_db_name("docs")
+    scratch_dbs.append(base)
+    done = replay(
+        chdb_client, database=base, archive=archive, source="archive", topic="t", batch_size=10
+    )
+    assert done.completed
+    assert refreshed == ([["long"]] if full_above == 4 else [None])
+    assert stale_pages(chdb_client, done.database) == []
+    assert sorted(documents(chdb_client, done.database)) == sorted(
+        ("proj", "exp-1", r) for r in ["long", *(f"r{i:02d}" for i in range(12))]
+    )
