@@ -146,6 +146,8 @@ async def replay_async(
     proc = BatchProcessor(sink)
     result = ReplayResult(tgt, completed=False, switched=False)
     stop = stop or threading.Event()
+    # a resumed replay does not know which runs its earlier attempts left stale
+    resumed = any(r.offset for r in (await asyncio.to_thread(sink.positions, topic)).values())
     if source == "archive" and archive is not None:
         positions = await asyncio.to_thread(sink.positions, topic)
         arch = archive
@@ -165,7 +167,7 @@ async def replay_async(
     ):
         return result
     await asyncio.to_thread(sink.compact_search)  # one part: search's FINAL merges nothing
-    await asyncio.to_thread(_refresh_documents, proc)
+    await asyncio.to_thread(_refresh_documents, proc, resumed)
     result.completed = True
     if switch:
         await asyncio.to_thread(ClickHouseSink(client, database).switch_to, tgt)
@@ -173,16 +175,17 @@ async def replay_async(
     return result
 
 
-def _refresh_documents(proc: BatchProcessor) -> None:
+def _refresh_documents(proc: BatchProcessor, resumed: bool) -> None:
     """Rewrite the search documents the replay left stale: the runs written by more than
     one batch (a run new in a batch got its document with its rows). Chunk by chunk when
-    they are few, else every run's in one pass over `run_search` (~1 s per 100 k runs; a
+    they are few, else (or after a resumed replay, whose earlier attempts' stale runs are
+    not known here) every run's in one pass over `run_search` (~1 s per 100 k runs; a
     chunk of 2,000 runs: 60-100 ms)."""
     stale = len(proc.stale_pages)
-    if not stale:
+    if not stale and not resumed:
         return
     rows = proc.sink.client.query(f"SELECT count() FROM {proc.sink.database}.run_search")
-    if stale * FULL_REFRESH_ABOVE >= int(rows.result_rows[0][0]):
+    if resumed or stale * FULL_REFRESH_ABOVE >= int(rows.result_rows[0][0]):
         proc.stale_pages.clear()
         proc.sink.refresh_pages()
         return

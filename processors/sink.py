@@ -251,8 +251,9 @@ class ClickHouseSink:
         # events key), for the runs the cache cannot vouch for. A run with no event stored
         # ("fresh": a new run, most of a replay or bulk load) has nothing else stored
         # either: every accepted event has its `events` row, written in the commit that
-        # writes the run, producer, param and artifact rows it makes, and a batch's rows
-        # at `first` or later (a half-written batch being redone) are not read. Its events
+        # writes the run, producer, param and artifact rows it makes (a half-written batch
+        # being redone finds its own `events` rows when they landed: its runs are then not
+        # fresh, which only costs the state reads, filtered to before `first`). Its events
         # are not looked up and its state is not read: a new run's first batch (an MLflow
         # create_run) costs 1 query instead of 5, a 20,000-event batch of new runs 1
         # instead of 20. The cache vouches for a run whose state or one of whose

@@ -116,6 +116,7 @@ def test_replay_from_archive_is_interruptible_resumable_and_equal(
     assert done.switched
     assert done.events < sum(len(r) for r in LOG.values())
     assert digest(chdb_client, done.database) == digest(chdb_client, ref)
+    assert stale_pages(chdb_client, done.database) == []  # the interrupted attempt's too
     assert ClickHouseSink(chdb_client, base).active_database() == done.database
 
 
@@ -153,3 +154,35 @@ def test_replay_leaves_no_stale_document(
     assert sorted(documents(chdb_client, done.database)) == sorted(
         ("proj", "exp-1", r) for r in ["long", *(f"r{i:02d}" for i in range(12))]
     )
+
+
+def test_a_resumed_replay_leaves_no_stale_document(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """A run that the interrupted attempt wrote in two batches and the resumed one never
+    touches again: only the interrupted attempt knew it was stale, so the resumed replay
+    rewrites every run's document."""
+    w = Writer()
+    items = [
+        ("RunCreated", w.record("RunCreated", "early", name="early")),
+        ("RunRenamed", w.record("RunRenamed", "early", name="renamed")),
+    ]
+    items += [("RunCreated", w.record("RunCreated", f"r{i:02d}", name=str(i))) for i in range(12)]
+    archive = EventArchive(_FakeS3(), "bucket", "pre/")
+    archive.put("t", 0, source(items, topic="t"))
+    base = new_db_name("resume")
+    scratch_dbs.append(base)
+    stop = threading.Event()
+
+    def progress(p: Any) -> None:
+        if p.next_offset >= 2:
+            stop.set()  # interrupted once `early` was written by two batches
+
+    kw: dict[str, Any] = {"database": base, "archive": archive, "source": "archive", "topic": "t"}
+    first = replay(chdb_client, **kw, batch_size=1, progress=progress, stop=stop)
+    assert not first.completed
+    assert stale_pages(chdb_client, first.database) == [("proj", "exp-1", "early")]
+    done = replay(chdb_client, **kw, batch_size=10)
+    assert done.database == first.database
+    assert done.completed
+    assert stale_pages(chdb_client, done.database) == []

@@ -262,6 +262,7 @@ def test_reference_content(chdb_client: Any, scratch_dbs: list[str]) -> None:
     ref = _reference(chdb_client, scratch_dbs)
     db = scratch_dbs[-1]
     q = chdb_client.query
+    assert current_documents_agree(chdb_client, db) == 2  # r1 and r2: each new in a batch
     assert ref["metric_points"]["count"] == 100 + 50 + 50 + 50 + 50
     assert (
         q(f"SELECT sum(count) FROM {db}.metric_summary WHERE key = 'loss'").result_rows[0][0] == 200
