@@ -807,3 +807,46 @@ def test_a_small_batch_inserted_side_by_side_writes_what_one_client_writes(
     assert other.inserts > 0  # the other client took its share
     assert main.inserts > 0
     assert digest(chdb_client, dbs["side"]) == digest(chdb_client, dbs["one"])
+
+
+def test_migration_0007_shows_runs_the_old_run_state_hid(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """A run created at offset 0 and unchanged since, written with the old `run_state`
+    (version * 2 + deleted = 0), gets a run state searches see; other runs keep theirs."""
+    db = new_db_name("rs0")
+    scratch_dbs.append(db)
+    *before, last = migrations()
+    assert last.name == "0007_run_state_at_offset_0.sql"
+    chdb_client.command(f"CREATE DATABASE {db}")
+    for mig in before:
+        for stmt in mig.statements(db):
+            chdb_client.command(stmt)
+    w = Writer()
+    log = source(
+        [
+            ("RunCreated", w.record("RunCreated", "first", name="first")),
+            ("RunCreated", w.record("RunCreated", "later", name="later")),
+        ]
+    )
+    proc = BatchProcessor(ClickHouseSink(chdb_client, db))
+    batch = proc.prepare("t", 0, log)
+    assert batch is not None
+    rows = batch.projected.rows
+    ids = rows.column("run_search", "run_id")
+    versions = [r["version"] for r in rows.column("run_search", "run")]
+    rows.column("run_search", "run_state")[:] = [v * 2 for v in versions]  # the old scale
+    asyncio.run(proc.commit(batch))
+
+    def states() -> dict[str, tuple[int, int]]:
+        got = chdb_client.query(
+            f"SELECT run_id, run_state, touches FROM {db}.run_search FINAL"
+        ).result_rows
+        return {r: (int(s), int(t)) for r, s, t in got}
+
+    assert dict(zip(ids, versions)) == {"first": 0, "later": 1}
+    assert states() == {"first": (0, 1), "later": (2, 1)}
+    for _ in range(2):  # run again (a crash before it was recorded): nothing more
+        for stmt in last.statements(db):
+            chdb_client.command(stmt)
+        assert states() == {"first": (2, 2), "later": (2, 1)}
