@@ -146,10 +146,10 @@ async def replay_async(
     proc = BatchProcessor(sink)
     result = ReplayResult(tgt, completed=False, switched=False)
     stop = stop or threading.Event()
+    positions = await asyncio.to_thread(sink.positions, topic)
     # a resumed replay does not know which runs its earlier attempts left stale
-    resumed = any(r.offset for r in (await asyncio.to_thread(sink.positions, topic)).values())
+    resumed = any(r.offset for r in positions.values())
     if source == "archive" and archive is not None:
-        positions = await asyncio.to_thread(sink.positions, topic)
         arch = archive
 
         async def one(p: int) -> bool:

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from query_api.repository.runs import _PAGE_SQL, _document_columns, _in, _search_run
+from query_api.repository.runs import (
+    _PAGE_FORMATS,
+    _PAGE_SQL,
+    _document_columns,
+    _in,
+    _search_run,
+)
 
 
 def canon(value: Any) -> Any:
@@ -32,7 +38,7 @@ def documents(client: Any, db: str) -> dict[tuple[str, str, str], list[tuple[int
 def from_rows(client: Any, db: str, keys: list[tuple[str, str, str]]) -> dict[Any, Any]:
     """What a search shows of `keys` read from `run_search` (the page read of stale runs)."""
     rows = client.query(
-        _PAGE_SQL.format(db=db), parameters=_in(keys), query_formats={"DateTime64": "int"}
+        _PAGE_SQL.format(db=db), parameters=_in(keys), query_formats=_PAGE_FORMATS
     ).result_rows
     return {(r[0], r[1], r[2]): canon(_search_run(r)) for r in rows}
 
