@@ -147,6 +147,16 @@ def env(home: Optional[Path] = HomeOpt) -> None:
     _print_env(conn.env(), exports=True)
 
 
+@app.command("new-run-id")
+def new_run_id() -> None:
+    """Print a new run id (a time-ordered UUIDv7) for a launcher to give every rank of one
+    run: `RUNSTREAM_RUN_ID=$(runstream new-run-id) torchrun ...`. Runs created together then
+    sit together in the read models' run-keyed tables, as the SDK's own ids do."""
+    from schemas import new_event_id
+
+    print(new_event_id())
+
+
 @app.command()
 def worker(
     database: str = typer.Option("runstream", help="Read-model database."),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from typer.testing import CliRunner
 
 from runstream.cli import app
 from runstream.stack import LocalStack
+from schemas import uuid7_time_ms
 
 runner = CliRunner()
 
@@ -35,6 +38,22 @@ def test_status_of_a_stack_that_is_not_up(tmp_path: Path) -> None:
     res = runner.invoke(app, ["env", "--home", str(tmp_path)])
     assert res.exit_code == 3
     assert "runstream" in res.output
+
+
+def test_new_run_id_prints_time_ordered_ids() -> None:
+    ids = []
+    for _ in range(3):
+        res = runner.invoke(app, ["new-run-id"])
+        assert res.exit_code == 0, res.output
+        ids.append(res.stdout.strip())
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 3
+    for run_id in ids:
+        assert re.fullmatch(
+            "[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+            run_id,
+        )
+        assert abs(uuid7_time_ms(run_id) - time.time() * 1000) < 600_000
 
 
 def test_unknown_backend_is_refused(tmp_path: Path) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from schemas import uuid7_time_ms
 from tests.query_api.live import live_api, run_client
 
 pytestmark = pytest.mark.stack
@@ -78,6 +81,7 @@ client.delete_experiment(other)
 out["deleted_stage"] = client.get_experiment(other).lifecycle_stage
 client.restore_experiment(other)
 run2 = client.create_run(other, run_name="second")
+out["run2_id"] = run2.info.run_id
 client.log_batch(run2.info.run_id, metrics=[], params=[], tags=[])
 client.delete_run(run2.info.run_id)
 out["run2_stage"] = client.get_run(run2.info.run_id).info.lifecycle_stage
@@ -126,6 +130,11 @@ def test_real_mlflow_client_round_trip(
     rid, eid = out["run_id"], out["experiment_id"]
     assert out["artifact_uri"] == f"mlflow-artifacts:/{eid}/{rid}/artifacts"
     assert out["status"] == "FINISHED"
+    # MLflow's spelling (32 hex digits), time-ordered (UUIDv7): the later run sorts after
+    for run_id in (rid, out["run2_id"]):
+        assert re.fullmatch("[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}", run_id), run_id
+        assert abs(uuid7_time_ms(run_id) - time.time() * 1000) < 600_000
+    assert rid < out["run2_id"]
     assert out["run_name"] == "first"
     assert out["params"] == {"lr": "0.01", "bs": "64", "opt": "adam"}
     assert out["metrics"] == {"loss": 0.25, "acc": 0.9, "f1": 0.8, "weird": None}
