@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from processors.archive import EventArchive
 from processors.codec import decode
@@ -194,6 +194,20 @@ class StaleRuns:
         return iter(self._keys)
 
 
+async def _both(write: Awaitable[float], archive: Awaitable[str]) -> float:
+    """The read models' inserts and the archive's segment (Avro encoding and an S3 PUT: a
+    fifth of a catch-up batch's commit when they ran one after the other), side by side:
+    they are independent and both idempotent (the segment's key is its offset range, the
+    inserts carry deduplication tokens). Both are waited for, also when one fails, so a
+    retried commit never runs beside the failed attempt's other half; the first error
+    raised is the sink's."""
+    got = await asyncio.gather(write, archive, return_exceptions=True)
+    for result in got:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(float, got[0])
+
+
 class BatchProcessor:
     """Projects and commits batches into one database (`sink`); keeps per-partition state."""
 
@@ -290,13 +304,13 @@ class BatchProcessor:
             self.sink.mark_done(t, p, first, last, len(batch.records))
 
         await asyncio.to_thread(intent)
-        if self.archive is not None:
-            await asyncio.to_thread(self.archive.put, t, p, batch.records)
         if self.dlq is not None and batch.projected.progress.poison:
             await self.dlq(batch.projected.progress.poison)
-        seconds = await asyncio.to_thread(
-            self.sink.write, t, p, first, last, batch.projected, fence
-        )
+        write = asyncio.to_thread(self.sink.write, t, p, first, last, batch.projected, fence)
+        if self.archive is None:
+            seconds = await write
+        else:
+            seconds = await _both(write, asyncio.to_thread(self.archive.put, t, p, batch.records))
         await asyncio.to_thread(done)
         self.done[p] = last + 1
         for listener in self.on_done:
