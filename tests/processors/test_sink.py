@@ -12,12 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import schemas
 from processors.digest import APPEND_ONLY, digest, rollup_mismatches, summary_mismatches
 from processors.errors import ConfigError, PartitionTaken, ReadModelWriteFailed
 from processors.migrate import migrate, migrations, pack_small_parts
 from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
-from processors.sink import ClickHouseSink, Resume, sql_literal
+from processors.sink import PARALLEL_INSERT_ROWS, ClickHouseSink, Resume, sql_literal
 from processors.tables import SCHEMAS
 from schemas.metrics import series_key
 
@@ -757,6 +758,7 @@ class _Counted:
         self._client, self.delay_s = client, delay_s
         self.inserts = 0
         self.fail = 0
+        self.tables: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -767,6 +769,7 @@ class _Counted:
             self.fail -= 1
             raise _Crash()
         self.inserts += 1
+        self.tables.append(str(args[0]).split(".")[-1])
         return self._client.insert_arrow(*args, **kwargs)
 
 
@@ -806,6 +809,54 @@ def test_a_small_batch_inserted_side_by_side_writes_what_one_client_writes(
                 asyncio.run(proc.commit(batch))
     assert other.inserts > 0  # the other client took its share
     assert main.inserts > 0
+    assert digest(chdb_client, dbs["side"]) == digest(chdb_client, dbs["one"])
+
+
+def test_a_large_batch_inserts_its_largest_table_beside_the_others(
+    chdb_client: Any, stack: Any, scratch_dbs: list[str]
+) -> None:
+    """A batch of more than PARALLEL_INSERT_ROWS rows shares its inserts out by rows: its
+    points go alone on one client, its other tables on the other, and the read models
+    equal one client's. A failed insert fails the batch once the other client's share
+    ended; the redo is exact."""
+    import clickhouse_connect
+
+    other = _Counted(clickhouse_connect.get_client(dsn=f"chdb://{stack.chdb_dir}"))
+    main = _Counted(chdb_client, 0.05)
+    dbs = {"one": new_db_name("one"), "side": new_db_name("side")}
+    for db in dbs.values():
+        scratch_dbs.append(db)
+        migrate(chdb_client, db)
+    w = Writer()
+    n = 10 * PARALLEL_INSERT_ROWS  # a catch-up batch: its points outweigh the rest
+    points = schemas.pack_points(
+        "loss", np.linspace(1.0, 0.0, n), np.arange(n, dtype=np.int64), timestamps=w.clock
+    )
+    log = source(
+        [
+            ("RunCreated", w.record("RunCreated", "big", name="big", params={"lr": "0.1"})),
+            ("MetricsLogged", w.record("MetricsLogged", "big", **points)),
+            ("TagsSet", w.record("TagsSet", "big", tags={"team": "a"})),
+            ("RunStatusChanged", w.record("RunStatusChanged", "big", status="FINISHED")),
+        ]
+    )
+    one = BatchProcessor(ClickHouseSink(chdb_client, dbs["one"]))
+    batch = one.prepare("t", 0, log)
+    assert batch is not None
+    asyncio.run(one.commit(batch))
+
+    side = BatchProcessor(ClickHouseSink(main, dbs["side"], writers=(other,)))
+    batch = side.prepare("t", 0, log)
+    assert batch is not None
+    other.fail = 1  # the other client's first insert fails while the points go in
+    with pytest.raises(ReadModelWriteFailed):
+        asyncio.run(side.commit(batch))
+    assert main.tables == ["metric_points"]  # its share ran to its end meanwhile
+    main.tables.clear()
+    asyncio.run(side.commit(batch))  # the redo, same tokens
+    assert main.tables == ["metric_points"]
+    assert {"metric_rollup", "runs", "events", "run_search"} <= set(other.tables)
+    assert "metric_points" not in other.tables
     assert digest(chdb_client, dbs["side"]) == digest(chdb_client, dbs["one"])
 
 
