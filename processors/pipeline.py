@@ -2,8 +2,8 @@
 worker and replay).
 
 Rule: `prepare` (decode, load state, project) runs once per batch; `commit` may be retried
-any number of times with the same prepared batch: intent -> archive -> DLQ -> tables ->
-done. Nothing is acknowledged to Kafka before `commit` returned.
+any number of times with the same prepared batch: intent -> tables beside the archive's
+segment -> DLQ -> done. Nothing is acknowledged to Kafka before `commit` returned.
 """
 
 from __future__ import annotations
@@ -199,8 +199,9 @@ async def _both(write: Awaitable[float], archive: Awaitable[str]) -> float:
     fifth of a catch-up batch's commit when they ran one after the other), side by side:
     they are independent and both idempotent (the segment's key is its offset range, the
     inserts carry deduplication tokens). Both are waited for, also when one fails, so a
-    retried commit never runs beside the failed attempt's other half; the first error
-    raised is the sink's."""
+    retried commit never runs beside the failed attempt's other half (a cancelled commit,
+    at shutdown, leaves its threads to end on their own, as a lone insert did); the sink's
+    error is raised first (a zombie's PartitionTaken stays what the retry sees)."""
     got = await asyncio.gather(write, archive, return_exceptions=True)
     for result in got:
         if isinstance(result, BaseException):
@@ -304,13 +305,14 @@ class BatchProcessor:
             self.sink.mark_done(t, p, first, last, len(batch.records))
 
         await asyncio.to_thread(intent)
-        if self.dlq is not None and batch.projected.progress.poison:
-            await self.dlq(batch.projected.progress.poison)
         write = asyncio.to_thread(self.sink.write, t, p, first, last, batch.projected, fence)
         if self.archive is None:
             seconds = await write
         else:
             seconds = await _both(write, asyncio.to_thread(self.archive.put, t, p, batch.records))
+        # after both: a retry after a failed half does not send the poison again
+        if self.dlq is not None and batch.projected.progress.poison:
+            await self.dlq(batch.projected.progress.poison)
         await asyncio.to_thread(done)
         self.done[p] = last + 1
         for listener in self.on_done:

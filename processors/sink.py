@@ -60,9 +60,10 @@ _SEEN_CHUNK = 1000  # pairs: two lists per query
 #: dictionary-encoded 31 ms).
 _UNIQUE_ROWS_INSERT = {"optimize_on_insert": 0}
 #: a batch of at most this many rows (points and table rows) runs its inserts on the sink's
-#: clients side by side: a small batch's ~10 inserts cost ~3-5 ms each, mostly the engine's
-#: fixed work per statement, which two cores overlap. Larger batches insert one table at a
-#: time (their memory in flight stays one table's)
+#: clients side by side after one fence: a small batch's ~10 inserts cost ~3-5 ms each,
+#: mostly the engine's fixed work per statement, which two cores overlap. Larger batches
+#: share theirs out by rows too, the fence before each insert of the main client's share
+#: (`_insert_side_by_side`)
 PARALLEL_INSERT_ROWS = 20_000
 #: what one insert statement costs in rows, whatever it holds (~3-5 ms of fixed work: the
 #: engine's rate is ~2 M rows/s), when the inserts of a batch are shared out by rows
@@ -443,8 +444,9 @@ class ClickHouseSink:
         fence: Callable[[], None] | None = None,
     ) -> float:
         """Insert every table of the batch (one columnar insert each); return seconds.
-        `fence` runs before each insert (raises PartitionTaken to stop a zombie), or once
-        before a small batch's inserts run side by side on the `writers` too."""
+        `fence` (raises PartitionTaken to stop a zombie) runs before each insert on one
+        client; with `writers`, once before the inserts are shared out, and for a large
+        batch before each insert of the main client's share as well."""
         t0 = time.perf_counter()
         base = f"{topic}:{partition}:{first}-{last}"
         check = fence or (lambda: None)
@@ -466,23 +468,23 @@ class ClickHouseSink:
                 for ins in inserts:
                     check()
                     self.client.insert_arrow(ins.table, ins.data(), settings=ins.settings)
-            elif sum(ins.rows for ins in inserts) <= PARALLEL_INSERT_ROWS:
-                check()
-                self._insert_side_by_side(inserts, lambda: None)
             else:
-                self._insert_side_by_side(inserts, check)
+                check()
+                small = sum(ins.rows for ins in inserts) <= PARALLEL_INSERT_ROWS
+                self._insert_side_by_side(inserts, (lambda: None) if small else check)
 
         self._guard(run)
         return time.perf_counter() - t0
 
     def _insert_side_by_side(self, inserts: Sequence[_Insert], check: Callable[[], None]) -> None:
         """`inserts` spread over this sink's clients, each client's share in turn (`check`
-        before each insert); returns once every one has ended, raising the first failure
-        (a batch is redone only when none of its inserts still runs). The shares are
-        balanced by rows, largest insert first: a catch-up batch's metric_points insert
-        (~150 ms for 300 k points) runs alone on one client while its ~10 other tables
-        (~60 ms together) go in turn on another; its memory in flight is then that insert's
-        and one small table's."""
+        before each insert of the main client's share: the fence queries that client, in
+        this thread); returns once every one has ended, raising the first failure, the
+        main client's first (a batch is redone only when none of its inserts still runs).
+        The shares are balanced by rows, largest insert first: a catch-up batch's
+        metric_points insert (~150 ms for 300 k points) runs alone on one client while its
+        ~10 other tables (~60 ms together) go in turn on another; its memory in flight is
+        then that insert's and one small table's."""
         clients = (self.client, *self.writers)
         shares: list[list[_Insert]] = [[] for _ in clients]
         load = [0] * len(clients)
@@ -493,7 +495,8 @@ class ClickHouseSink:
 
         def share(i: int) -> None:
             for ins in shares[i]:
-                check()
+                if i == 0:
+                    check()
                 clients[i].insert_arrow(ins.table, ins.data(), settings=ins.settings)
 
         n = sum(1 for sh in shares if sh)

@@ -203,7 +203,8 @@ async def create_run(svc: Services, req: rq.CreateRun, runs: RunDirectory) -> di
     if exp["lifecycle_stage"] != "active":
         raise BadRequest(f"The experiment {eid} must be in the 'active' state.")
     run_id = new_event_id().replace("-", "")
-    name = (req.run_name or tags.get("mlflow.runName") or f"run-{run_id[:8]}").strip()
+    # the id's random tail: its head is the creation time, one for ~65 s
+    name = (req.run_name or tags.get("mlflow.runName") or f"run-{run_id[-8:]}").strip()
     tags["mlflow.runName"] = name
     user = req.user_id or tags.get("mlflow.user") or ""
     start = req.start_time if req.start_time is not None else now_ms()

@@ -86,7 +86,7 @@ def _log() -> list[SourceEvent]:
             ("MetricsLogged", w.record("MetricsLogged", "r1", **points)),
             ("RunStatusChanged", w.record("RunStatusChanged", "r1", status="FINISHED")),
         ]
-    )
+    ) + [SourceEvent("t", 0, 3, 1_700_000_000_003, b"r1", b"not an event")]  # poison
 
 
 def test_the_archive_segment_is_written_beside_the_read_models(
@@ -104,7 +104,7 @@ def test_the_archive_segment_is_written_beside_the_read_models(
     assert sink.positions("t") == {0: Resume(log[-1].offset + 1)}
 
 
-@pytest.mark.parametrize("failing", ["archive", "sink"])
+@pytest.mark.parametrize("failing", ["archive", "sink", "both"])
 def test_a_failed_half_leaves_the_batch_undone_and_the_retry_writes_it_once(
     chdb_client: Any, read_db: str, scratch_dbs: list[str], failing: str
 ) -> None:
@@ -117,14 +117,19 @@ def test_a_failed_half_leaves_the_batch_undone_and_the_retry_writes_it_once(
     assert batch is not None
     asyncio.run(once.commit(batch))
 
-    # the archive fails at once while the inserts are slow, or the inserts fail at once
-    # while the archive is slow
+    # the archive fails at once while the inserts are slow, the inserts fail at once while
+    # the archive is slow, or both fail
     sink = Sink(chdb_client, read_db, delay=0.3 if failing == "archive" else 0.0)
-    archive = Archive(fail=1) if failing == "archive" else Archive(delay=0.3)
-    proc = BatchProcessor(sink, archive=archive)  # type: ignore[arg-type]
+    archive = Archive(delay=0.3) if failing == "sink" else Archive(fail=1)
+    sent: list[int] = []
+
+    async def dlq(poison: Sequence[Any]) -> None:
+        sent.append(len(poison))
+
+    proc = BatchProcessor(sink, archive=archive, dlq=dlq)  # type: ignore[arg-type]
     batch = proc.prepare("t", 0, log)
     assert batch is not None
-    if failing == "sink":
+    if failing != "archive":
         broken = sink.write
 
         def refuse(*args: Any, **kwargs: Any) -> float:
@@ -132,19 +137,24 @@ def test_a_failed_half_leaves_the_batch_undone_and_the_retry_writes_it_once(
             raise RuntimeError("ClickHouse refused the insert")
 
         sink.write = refuse  # type: ignore[method-assign]
+    expected = ArchiveWriteFailed if failing == "archive" else RuntimeError  # the sink's first
 
     async def attempt() -> bool:
-        with pytest.raises((ArchiveWriteFailed, RuntimeError)):
+        with pytest.raises(expected):
             await proc.commit(batch)
         # at once, before the event loop shuts down (and waits for its threads)
-        return sink.finished.is_set() if failing == "archive" else len(archive.segments) == 1
+        if failing == "archive":
+            return sink.finished.is_set()
+        return len(archive.segments) == (1 if failing == "sink" else 0)
 
     # the commit raised only after the other half was over: a retry never runs beside it
     assert asyncio.run(attempt()) is True
     assert sink.positions("t") == {0: Resume(log[0].offset, log[-1].offset)}  # intent only
     assert proc.done[0] == log[0].offset  # not advanced
+    assert sent == []  # the poison goes to the DLQ once the batch is written
 
     asyncio.run(proc.commit(batch))  # the retry
     assert sink.positions("t") == {0: Resume(log[-1].offset + 1)}
+    assert sent == [1]
     assert archive.segments[-1] == (0, log[0].offset, log[-1].offset)
     assert digest(chdb_client, read_db) == digest(chdb_client, reference)

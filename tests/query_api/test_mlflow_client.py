@@ -82,6 +82,7 @@ out["deleted_stage"] = client.get_experiment(other).lifecycle_stage
 client.restore_experiment(other)
 run2 = client.create_run(other, run_name="second")
 out["run2_id"] = run2.info.run_id
+out["unnamed"] = [client.create_run(other).info.run_name for _ in range(2)]
 client.log_batch(run2.info.run_id, metrics=[], params=[], tags=[])
 client.delete_run(run2.info.run_id)
 out["run2_stage"] = client.get_run(run2.info.run_id).info.lifecycle_stage
@@ -135,6 +136,9 @@ def test_real_mlflow_client_round_trip(
         assert re.fullmatch("[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}", run_id), run_id
         assert abs(uuid7_time_ms(run_id) - time.time() * 1000) < 600_000
     assert rid < out["run2_id"]
+    a, b = out["unnamed"]  # default names: not the ids' heads (one per ~65 s of time)
+    assert a != b
+    assert a.startswith("run-")
     assert out["run_name"] == "first"
     assert out["params"] == {"lr": "0.01", "bs": "64", "opt": "adam"}
     assert out["metrics"] == {"loss": 0.25, "acc": 0.9, "f1": 0.8, "weird": None}
