@@ -773,6 +773,21 @@ class _Counted:
         return self._client.insert_arrow(*args, **kwargs)
 
 
+def _side_by_side(
+    chdb_client: Any, stack: Any, scratch_dbs: list[str]
+) -> tuple[_Counted, _Counted, dict[str, str]]:
+    """The main client, one more (slowed by 50 ms an insert) on the same chDB, and two
+    migrated databases: "one" for a single client, "side" for both."""
+    import clickhouse_connect
+
+    other = _Counted(clickhouse_connect.get_client(dsn=f"chdb://{stack.chdb_dir}"), 0.05)
+    dbs = {"one": new_db_name("one"), "side": new_db_name("side")}
+    for db in dbs.values():
+        scratch_dbs.append(db)
+        migrate(chdb_client, db)
+    return _Counted(chdb_client), other, dbs
+
+
 def test_a_small_batch_inserted_side_by_side_writes_what_one_client_writes(
     chdb_client: Any, stack: Any, scratch_dbs: list[str]
 ) -> None:
@@ -780,14 +795,7 @@ def test_a_small_batch_inserted_side_by_side_writes_what_one_client_writes(
     models equal those of one client inserting table after table. A failed insert fails
     the batch only once the other clients' inserts ended (no insert of a batch outlives its
     failure into its redo), and the redo, same tokens, is exact."""
-    import clickhouse_connect
-
-    other = _Counted(clickhouse_connect.get_client(dsn=f"chdb://{stack.chdb_dir}"), 0.05)
-    main = _Counted(chdb_client)
-    dbs = {"one": new_db_name("one"), "side": new_db_name("side")}
-    for db in dbs.values():
-        scratch_dbs.append(db)
-        migrate(chdb_client, db)
+    main, other, dbs = _side_by_side(chdb_client, stack, scratch_dbs)
     one = BatchProcessor(ClickHouseSink(chdb_client, dbs["one"]))
     side = BatchProcessor(ClickHouseSink(main, dbs["side"], writers=(other,)))
     for part, recs in LOG.items():
@@ -819,14 +827,7 @@ def test_a_large_batch_inserts_its_largest_table_beside_the_others(
     points go alone on one client, its other tables on the other, and the read models
     equal one client's. A failed insert fails the batch once the other client's share
     ended; the redo is exact."""
-    import clickhouse_connect
-
-    other = _Counted(clickhouse_connect.get_client(dsn=f"chdb://{stack.chdb_dir}"), 0.05)
-    main = _Counted(chdb_client)
-    dbs = {"one": new_db_name("one"), "side": new_db_name("side")}
-    for db in dbs.values():
-        scratch_dbs.append(db)
-        migrate(chdb_client, db)
+    main, other, dbs = _side_by_side(chdb_client, stack, scratch_dbs)
     w = Writer()
     n = 10 * PARALLEL_INSERT_ROWS  # a catch-up batch: its points outweigh the rest
     points = schemas.pack_points(
