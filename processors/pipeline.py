@@ -290,11 +290,14 @@ class BatchProcessor:
 
         def fence() -> None:
             """Raise PartitionTaken unless this batch's partition is still ours (checked
-            in ClickHouse at most every `lease_s`, across the partition's batches)."""
+            in ClickHouse at most every `lease_s`, across the partition's batches). The
+            lease runs from before the check: a process frozen after the query (GC, SIGSTOP)
+            must not wake up trusting a check older than its freeze."""
             if time.monotonic() - self.checked.get(p, -math.inf) > self.lease_s:
                 self.checked.pop(p, None)
+                asked = time.monotonic()
                 self.sink.check_owner(t, p, first, last)
-                self.checked[p] = time.monotonic()
+                self.checked[p] = asked
 
         def intent() -> None:
             fence()

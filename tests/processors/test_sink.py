@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas
+from processors import pipeline as pipeline_module
 from processors.digest import APPEND_ONLY, digest, rollup_mismatches, summary_mismatches
 from processors.errors import ConfigError, PartitionTaken, ReadModelWriteFailed
 from processors.migrate import migrate, migrations, pack_small_parts
@@ -332,6 +333,45 @@ def test_a_zombie_worker_cannot_write_over_the_new_owner(chdb_client: Any, read_
         }
     finally:
         chdb_client.command(f"DROP DATABASE IF EXISTS {clean} SYNC")
+
+
+def test_a_worker_frozen_after_its_ownership_check_is_fenced_when_it_wakes(
+    chdb_client: Any, read_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's ownership query found the partition free; the worker froze (GC, SIGSTOP)
+    before it used the answer, past its session timeout, and the new owner wrote the same
+    offsets meanwhile. Waking, it must check again, not trust the old answer as a fresh
+    lease: its batch is refused and writes nothing."""
+    recs = LOG[0]
+    now = [1000.0]
+    monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: now[0])
+    sink = ClickHouseSink(chdb_client, read_db)
+    zombie = BatchProcessor(sink, lease_s=1.0)
+    stale = zombie.prepare("t", 0, recs[:4])
+    assert stale is not None
+    owner = BatchProcessor(ClickHouseSink(chdb_client, read_db))
+    asked = sink.check_owner
+
+    def check_then_freeze(*args: Any) -> None:
+        asked(*args)  # nobody else wrote: the partition is ours
+        monkeypatch.setattr(sink, "check_owner", asked)
+        now[0] += 30.0  # frozen past the session timeout; the new owner takes over
+        batch = owner.prepare("t", 0, recs)
+        assert batch is not None
+        asyncio.run(owner.commit(batch))
+
+    monkeypatch.setattr(sink, "check_owner", check_then_freeze)
+    before: dict[str, Any] = {}
+
+    def intent(*args: Any) -> None:
+        before.update(digest(chdb_client, read_db))
+        ClickHouseSink.mark_intent(sink, *args)
+
+    monkeypatch.setattr(sink, "mark_intent", intent)
+    with pytest.raises(PartitionTaken, match="another worker"):
+        asyncio.run(zombie.commit(stale))
+    assert before  # the refusal came after the freeze
+    assert digest(chdb_client, read_db) == before
 
 
 class _CountingSink(ClickHouseSink):
