@@ -58,6 +58,7 @@ from processors.model import Poison, SourceEvent
 from processors.pipeline import (
     BatchProcessor,
     PreparedBatch,
+    redo_batches,
     refresh_chunk,
     retry_batch,
     split_by_bytes,
@@ -248,15 +249,15 @@ class FaustProjector:
         redo_last = self._redo.get(partition)
         if redo_last is None:
             return self._split(recs)
-        buf = self._redo_buf[partition]
-        buf.extend(r for r in recs if r.offset <= redo_last)
-        rest = [r for r in recs if r.offset > redo_last]
-        if not (buf and buf[-1].offset >= redo_last) and not rest:
+        first = self.next_offsets.get(partition, recs[0].offset if recs else 0)
+        out = redo_batches(
+            self._redo_buf[partition], recs, first, redo_last, self.settings.batch_max_bytes
+        )
+        if out is None:
             return []  # the range is not complete yet: wait for the next take batch
-        out = [list(buf)]
         del self._redo[partition]
         self._redo_buf.pop(partition, None)
-        return out + self._split(rest)
+        return out
 
     def _split(self, recs: list[SourceEvent]) -> list[list[SourceEvent]]:
         """At most `batch_max_bytes` of values per batch (take() counts events only)."""

@@ -110,6 +110,42 @@ def split_by_bytes(records: Sequence[SourceEvent], max_bytes: int) -> list[list[
     return out
 
 
+def redo_batches(
+    buf: list[SourceEvent],
+    records: Sequence[SourceEvent],
+    first: int,
+    last: int,
+    max_bytes: int,
+) -> list[list[SourceEvent]] | None:
+    """The batches of a fetch while a pending intent [`first`, `last`] (a batch a crash
+    left half-written) is to be redone with its exact bounds, so that its inserts carry the
+    tokens of the first attempt. `buf` gathers the range's records across fetches (the
+    caller keeps it). None while the range is incomplete; else the redo batch, then the
+    later records split by bytes.
+
+    When the range's head is gone from the log (retention deleted it before the partition
+    was picked up again: the records start after `first`), the batch cannot be redone with
+    its bounds: what it wrote before the crash stays, its records still held are dropped,
+    loudly, and the partition goes on after `last` (a batch over part of the range would
+    be refused by the fence forever, and an empty one crashed the worker)."""
+    if not buf and records and records[0].offset > first:
+        held = [r.offset for r in records if r.offset <= last]
+        log.error(
+            "offsets %d-%d (a batch interrupted before it was done) cannot be redone: the log"
+            " starts at %d now (retention?); what the batch wrote stays%s",
+            first,
+            last,
+            records[0].offset,
+            f", its offsets {held[0]}-{held[-1]} are skipped" if held else "",
+        )
+        return split_by_bytes([r for r in records if r.offset > last], max_bytes)
+    buf.extend(r for r in records if r.offset <= last)
+    rest = [r for r in records if r.offset > last]
+    if not (buf and buf[-1].offset >= last) and not rest:
+        return None
+    return [list(buf), *split_by_bytes(rest, max_bytes)]
+
+
 @dataclass
 class PreparedBatch:
     topic: str

@@ -37,6 +37,7 @@ from processors.model import Poison, SourceEvent
 from processors.pipeline import (
     BatchProcessor,
     PreparedBatch,
+    redo_batches,
     refresh_chunk,
     retry_batch,
     split_by_bytes,
@@ -457,15 +458,15 @@ class ProjectionWorker:
         redo_last = self._redo.get(partition)
         if redo_last is None:
             return split_by_bytes(recs, self.settings.batch_max_bytes)
-        buf = self._redo_buf[partition]
-        buf.extend(r for r in recs if r.offset <= redo_last)
-        rest = [r for r in recs if r.offset > redo_last]
-        if not (buf and buf[-1].offset >= redo_last) and not rest:
+        first = self.next_offsets.get(partition, recs[0].offset if recs else 0)
+        out = redo_batches(
+            self._redo_buf[partition], recs, first, redo_last, self.settings.batch_max_bytes
+        )
+        if out is None:
             return []
-        out = [list(buf)]
         del self._redo[partition]
         self._redo_buf.pop(partition, None)
-        return out + split_by_bytes(rest, self.settings.batch_max_bytes)
+        return out
 
     async def _process_all(
         self, consumer: AIOKafkaConsumer, partition: int, msgs: Sequence[ConsumerRecord[Any, Any]]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
 from processors.sink import PARALLEL_INSERT_ROWS, ClickHouseSink, Resume, sql_literal
 from processors.tables import SCHEMAS
+from processors.worker import ProjectionWorker
 from schemas.metrics import series_key
 
 from .conftest import new_db_name
@@ -298,6 +300,34 @@ def test_reference_content(chdb_client: Any, scratch_dbs: list[str]) -> None:
         ("e2", "r2", "two-b", "RUNNING", {"x": "1"}, {}, {series_key("acc", "val"): 50},
          [series_key("acc", "val")]),
     ]  # fmt: skip
+
+
+def test_a_worker_goes_on_when_a_pending_batch_left_the_log(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """A crash left batch 0-3 at its intent; retention then deleted those records before the
+    partition was picked up again, so the consumer, sought to 0, gets 4 onwards. The worker
+    projects 4 onwards and resumes after them (an empty redo batch crashed it on every
+    restart)."""
+    db = new_db_name("gone")
+    scratch_dbs.append(db)
+    migrate(chdb_client, db)
+    recs = LOG[0]
+    ClickHouseSink(chdb_client, db).mark_intent("t", 0, 0, 3)
+    worker = ProjectionWorker(chdb_client, bootstrap="unused", database=db, topic="t")
+    assert ClickHouseSink(chdb_client, db).positions("t") == {0: Resume(0, 3)}
+    worker._assigned = {0}
+    worker.next_offsets[0] = 0  # where `_seek_assigned` puts a pending intent
+    worker._redo[0] = 3
+    msgs = [
+        ConsumerRecord("t", 0, r.offset, r.timestamp, 0, r.key, r.value, None, 0, 0, [])
+        for r in recs[4:]
+    ]
+    done = asyncio.run(worker._process_all(None, 0, msgs))  # type: ignore[arg-type]
+    assert done == len(recs) - 4
+    assert ClickHouseSink(chdb_client, db).positions("t") == {0: Resume(len(recs))}
+    offsets = chdb_client.query(f"SELECT log_offset FROM {db}.events ORDER BY 1").result_rows
+    assert [o for (o,) in offsets] == [r.offset for r in recs[4:]]
 
 
 def test_a_zombie_worker_cannot_write_over_the_new_owner(chdb_client: Any, read_db: str) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from aiokafka.structs import TopicPartition
 
+from processors.model import SourceEvent
+from processors.pipeline import redo_batches
 from processors.sink import Resume
 from processors.worker import BACKLOG_FETCH_S, ProjectionWorker, WorkerSettings
 
@@ -565,3 +567,38 @@ def test_a_failed_batch_is_named_by_its_offsets_records_and_bytes() -> None:
     recs = [SourceEvent("t", 1, o, 0, b"k", b"x" * 1000) for o in (7, 8, 9)]
     assert str(_Where("t[1]", _Span(recs))) == "t[1] (offsets 7-9, 3 records, 3,000 bytes)"
     assert str(_Where("t[1]", None)) == "t[1]"
+
+
+def _recs(*offsets: int) -> list[SourceEvent]:
+    return [SourceEvent("t", 0, o, 0, b"k", b"x" * 10) for o in offsets]
+
+
+def _offsets(batches: list[list[SourceEvent]] | None) -> list[list[int]] | None:
+    return None if batches is None else [[r.offset for r in b] for b in batches]
+
+
+def test_a_pending_batch_is_redone_with_its_bounds_once_its_records_are_all_in() -> None:
+    """A batch a crash left half-written (intent 3-6) is redone with exactly its bounds:
+    its records are gathered across fetches, then come the later ones."""
+    buf: list[SourceEvent] = []
+    assert redo_batches(buf, _recs(3, 4), 3, 6, 1 << 20) is None  # incomplete: wait
+    assert _offsets(redo_batches(buf, _recs(5, 6, 7, 8), 3, 6, 1 << 20)) == [
+        [3, 4, 5, 6],
+        [7, 8],
+    ]
+
+
+def test_a_pending_batch_whose_head_left_the_log_is_skipped_not_redone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Retention deleted the head of a pending batch (intent 3-6) before its partition was
+    picked up again: the log now starts after 3. The batch cannot be redone with its bounds
+    (a batch over part of it is refused by the fence forever; an empty one crashed the
+    worker): the records after it go on, and the skip is logged as an error."""
+    assert _offsets(redo_batches([], _recs(8, 9), 3, 6, 1 << 20)) == [[8, 9]]
+    assert _offsets(redo_batches([], _recs(5, 6, 7), 3, 6, 1 << 20)) == [[7]]
+    assert _offsets(redo_batches([], _recs(5, 6), 3, 6, 1 << 20)) == []
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 3
+    assert "offsets 3-6" in errors[1]
+    assert "offsets 5-6 are skipped" in errors[1]
