@@ -92,7 +92,7 @@ class RunExtrasRepository:
     def artifact(self, run_id: str, key: str) -> dict[str, Any] | None:
         """The live artifact row of (run, key), or None."""
         rows = self.store.dicts(
-            "SELECT key, uri, size, sha256, content_type, kind "
+            "SELECT project, key, uri, size, sha256, content_type, kind "
             f"FROM {self.store.db}.artifacts FINAL "
             "WHERE run_id = {id:String} AND key = {key:String} AND deleted = 0 LIMIT 1",
             {"id": run_id, "key": key},

@@ -101,6 +101,10 @@ def download_artifact(
     if not uri.startswith("s3://") or "/" not in uri[5:]:
         raise ArtifactStoreUnavailable(f"artifact {key!r} has no S3 location ({uri!r})")
     bucket, name = uri[5:].split("/", 1)
+    if not _own_blob(svc, bucket, name, str(row["project"]), run_id):
+        # an event may name any uri: never read, with the server's credentials, an object
+        # outside the run's project (another project's blobs, the event archive)
+        raise ArtifactNotFound(f"Artifact {key!r} of run {run_id} is not in its project's store")
     client = getattr(request.app.state, "object_store", None)
     if client is None:
         raise ArtifactStoreUnavailable("no artifact store is configured for this API")
@@ -127,3 +131,16 @@ def download_artifact(
     if row["kind"] != "DIR":
         headers["Content-Length"] = str(int(row["size"]))
     return StreamingResponse(body(), media_type=media, headers=headers)
+
+
+def _own_blob(svc: Services, bucket: str, name: str, project: str, run_id: str) -> bool:
+    """Whether object `name` of `bucket` can hold an artifact of `run_id` in `project`: a
+    content-addressed blob of the project, or an object under the run's prefix (the layout
+    of `producers.artifacts`), in the artifact bucket when the API knows it."""
+    blobs = svc.shared.blobs
+    if blobs is not None and bucket != blobs.s3.bucket:
+        return False
+    parts = name.split("/")
+    if ".." in parts or "" in parts:
+        return False
+    return name.startswith((f"{project}/blobs/", f"{project}/runs/{run_id}/"))

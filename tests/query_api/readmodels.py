@@ -189,6 +189,14 @@ class ReadModels:
             )
 
     def artifact(self, run_id: str, key: str, *, size: int = 10, experiment_id: str = "1") -> None:
+        """An artifact row whose uri is a blob of the project (an object that need not
+        exist) in the default bucket."""
+        uri = f"s3://runstream/{self.project}/blobs/sha256/ab/ab{run_id}{key}"
+        self.artifact_at(run_id, key, uri, size=size, experiment_id=experiment_id)
+
+    def artifact_at(
+        self, run_id: str, key: str, uri: str, *, size: int = 10, experiment_id: str = "1"
+    ) -> None:
         self._insert(
             "artifacts",
             {
@@ -196,7 +204,7 @@ class ReadModels:
                 "experiment_id": experiment_id,
                 "run_id": run_id,
                 "key": key,
-                "uri": f"s3://bucket/{run_id}/{key}",
+                "uri": uri,
                 "size": size,
                 "sha256": "ab",
                 "content_type": "text/plain",

@@ -442,6 +442,43 @@ def test_every_route_is_project_isolated(
         assert got.status_code == 200
 
 
+def test_an_artifact_uri_outside_its_run_project_is_never_read(
+    chdb_client: Any, projects: Projects, connection: Any
+) -> None:
+    """An artifact's uri comes from its event, which any writer of a project can make name
+    any object. The download reads only objects of the run's own project (its blobs, its
+    run's prefix) in the artifact bucket: never, with the server's credentials, project B's
+    blobs or the event archive for a run of project A."""
+    app = serve_app(chdb_client, projects, connection, MemoryLog())
+    with TestClient(app, raise_server_exceptions=False) as api:
+        up = api.put(f"{ARTIFACTS}/eb/rb/artifacts/secret.txt", content=b"B's", headers=projects.hb)
+        assert up.status_code == 200, up.text
+        digest = hashlib.sha256(b"B's").hexdigest()
+        bucket = connection.s3_bucket
+        theirs = f"s3://{bucket}/{projects.b}/blobs/sha256/{digest[:2]}/{digest}"
+        mine = f"s3://{bucket}/{projects.a}/blobs/sha256/{digest[:2]}/{digest}"
+        api.put(f"{ARTIFACTS}/ea/ra/artifacts/same.txt", content=b"B's", headers=projects.ha)
+        for key, uri in (
+            ("loot", theirs),
+            ("dots", f"s3://{bucket}/{projects.a}/blobs/../{projects.b}/blobs/sha256/x/{digest}"),
+            ("other-bucket", f"s3://elsewhere/{projects.a}/blobs/sha256/{digest[:2]}/{digest}"),
+            ("archive", f"s3://{bucket}/archive/runstream.events.v1/0/x.avro"),
+            ("own", mine),
+        ):
+            projects.models_a.artifact_at("ra", key, uri, size=3, experiment_id="ea")
+        for key in ("loot", "dots", "other-bucket", "archive"):
+            r = api.get(
+                "/api/v1/runs/ra/artifacts/download", params={"key": key}, headers=projects.ha
+            )
+            assert_error(r, 404)
+            assert b"B's" not in r.content
+        own = api.get(
+            "/api/v1/runs/ra/artifacts/download", params={"key": "own"}, headers=projects.ha
+        )
+        assert own.status_code == 200, own.text
+        assert own.content == b"B's"  # A's own blob of the same bytes is served
+
+
 def test_an_operator_token_runs_the_admin_routes(
     chdb_client: Any, projects: Projects, connection: Any
 ) -> None:
