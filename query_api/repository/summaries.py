@@ -143,6 +143,31 @@ def existing_runs(
     return held | found
 
 
+def foreign_owned(
+    store: ReadStore, run_ids: Sequence[str], experiment_ids: Sequence[str], project: str
+) -> tuple[set[str], set[str]]:
+    """The runs and experiments among these ids that exist in another project than
+    `project` (deleted ones included): writes naming them must not come from `project`."""
+    runs: set[str] = set()
+    experiments: set[str] = set()
+    db = store.db
+    if run_ids:
+        rows = store.rows(
+            f"SELECT DISTINCT run_id FROM {db}.runs WHERE run_id IN {{ids:Array(String)}}"
+            " AND project != {project:String}",
+            {"ids": list(run_ids), "project": project},
+        )
+        runs = {str(r[0]) for r in rows}
+    if experiment_ids:
+        rows = store.rows(
+            f"SELECT DISTINCT experiment_id FROM {db}.experiments"
+            " WHERE experiment_id IN {ids:Array(String)} AND project != {project:String}",
+            {"ids": list(experiment_ids), "project": project},
+        )
+        experiments = {str(r[0]) for r in rows}
+    return runs, experiments
+
+
 def require_runs(
     store: ReadStore,
     run_ids: Sequence[str],

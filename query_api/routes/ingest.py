@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from producers.transport import HTTP_CONTENT_TYPE, decode_http_batch
 from query_api.consistency import HEADER
 from query_api.errors import BadRequest, PayloadTooLarge, PermissionDenied, UnsupportedMediaType
 from query_api.eventlog import Record
+from query_api.repository.summaries import foreign_owned
 from query_api.responses import SafeJSONResponse
 from query_api.services import Services, services
 from query_api.writer import event_keys
@@ -32,7 +34,11 @@ Svc = Annotated[Services, Depends(services)]
     summary="Produce a batch of Avro-encoded events to Kafka (all or nothing)",
     response_model=None,
     responses={
-        400: {"description": "an event does not decode or belongs to another project"},
+        400: {"description": "an event does not decode"},
+        403: {
+            "description": "an event belongs to another project, or names a run or an"
+            " experiment of another project"
+        },
         413: {"description": "body larger than max_ingest_bytes"},
         415: {"description": "not application/vnd.runstream.avro-batch"},
     },
@@ -49,6 +55,8 @@ async def ingest(svc: Svc, request: Request) -> Response:
     records: list[Record] = []
     keys: set[str] = set()
     scope = svc.principal.project
+    runs: dict[str, int] = {}  # id -> the first event naming it
+    experiments: dict[str, int] = {}
     for i, data in enumerate(frames):
         try:
             event = decode(data)
@@ -59,8 +67,23 @@ async def ingest(svc: Svc, request: Request) -> Response:
             raise PermissionDenied(
                 f"event {i}: project {env.project!r} is not the token's project {scope!r}"
             )
+        if env.run_id:
+            runs.setdefault(env.run_id, i)
+        experiments.setdefault(env.experiment_id, i)
         records.append((partition_key(event), data))
         keys.update(event_keys(env.experiment_id, env.run_id))
+    if scope is not None:
+        # an event names its run and experiment by id alone: one of another project's would
+        # be written into that project's run (the processors key state by id)
+        theirs, their_exps = await run_in_threadpool(
+            foreign_owned, svc.shared.store, sorted(runs), sorted(experiments), scope
+        )
+        for what, ids, owned in (("run", runs, theirs), ("experiment", experiments, their_exps)):
+            if owned:
+                first = min(owned, key=ids.__getitem__)
+                raise PermissionDenied(
+                    f"event {ids[first]}: {what} {first!r} belongs to another project"
+                )
     token = await svc.writer.produce(records, keys)
     return SafeJSONResponse(
         {"accepted": len(records), "consistency": token}, headers={HEADER: token}

@@ -29,7 +29,7 @@ from query_api.settings import Settings
 from runstream.replay import admin_router
 from runstream.serve import minio_client as serve_minio_client
 from runstream.settings import ServerSettings
-from schemas import Envelope, RunRenamed, decode, encode, new_event_id
+from schemas import Envelope, ExperimentRenamed, RunRenamed, decode, encode, new_event_id
 from tests.query_api.live import free_port
 from tests.query_api.test_api_auth import MemoryLog
 from tests.query_api.testclient import TestClient
@@ -137,16 +137,24 @@ def _clean(r: Any) -> None:
 
 
 def _ingest_b(api: TestClient, p: Projects, h: dict[str, str]) -> Any:
+    return _ingest_one(api, h, p.b, "eb", "rb")
+
+
+def _ingest_one(
+    api: TestClient, h: dict[str, str], project: str, experiment_id: str, run_id: str | None
+) -> Any:
+    """POST /api/v1/ingest of one event: a run's rename, or an experiment's (no run)."""
     env = Envelope(
         event_id=new_event_id(),
-        experiment_id="eb",
+        experiment_id=experiment_id,
         producer_id="p",
         seq=0,
         occurred_at=1,
-        project=p.b,
-        run_id="rb",
+        project=project,
+        run_id=run_id,
     )
-    data = encode(RunRenamed(envelope=env, name="x"))
+    event = ExperimentRenamed(envelope=env, name="x") if run_id is None else None
+    data = encode(event or RunRenamed(envelope=env, name="x"))
     body = b"RSB1" + len(data).to_bytes(4, "little") + data
     return api.post(
         "/api/v1/ingest", content=body, headers={**h, "Content-Type": HTTP_CONTENT_TYPE}
@@ -238,8 +246,16 @@ def _artifact_list(api: TestClient, p: Projects, pre: str, s: dict[str, Any]) ->
 
 
 def _ingest(api: TestClient, p: Projects, pre: str, s: dict[str, Any]) -> None:
-    r = _ingest_b(api, p, p.ha)
-    assert_error(r, 403)
+    assert_error(_ingest_b(api, p, p.ha), 403)
+    # events of A's project that name B's run or B's experiment (ids are all they carry)
+    for experiment_id, run_id in (("eb", "rb"), ("ea", "rb"), ("eb", None)):
+        r = _ingest_one(api, p.ha, p.a, experiment_id, run_id)
+        body = assert_error(r, 403)
+        assert "belongs to another project" in body["message"], body
+    # A's own run and experiment go through
+    for run_id in ("ra", None):
+        r = _ingest_one(api, p.ha, p.a, "ea", run_id)
+        assert r.status_code == 200, r.text
 
 
 def _admin(api: TestClient, p: Projects, pre: str, s: dict[str, Any]) -> None:
