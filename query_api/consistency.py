@@ -58,7 +58,7 @@ def decode_token(token: str) -> Positions:
     try:
         data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         positions = {int(p): int(o) for p, o in data.items()}
-    except (ValueError, AttributeError, TypeError, binascii.Error) as exc:
+    except (ValueError, AttributeError, TypeError, binascii.Error, RecursionError) as exc:
         raise BadRequest("consistency token not issued by this API") from exc
     if any(p < 0 or o < 0 for p, o in positions.items()):
         raise BadRequest("consistency token not issued by this API")

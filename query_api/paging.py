@@ -33,7 +33,7 @@ def decode(token: str | None, query: str) -> dict[str, Any] | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         state = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidPageToken("page_token is not a token issued by this API") from None
     if not isinstance(state, dict) or state.get("q") != query:
         raise InvalidPageToken("page_token belongs to a different query")
@@ -60,6 +60,8 @@ def cursor_of(token: str | None, query: str) -> tuple[int, str, int, int] | None
     if not (isinstance(after, list) and len(after) == 4 and isinstance(after[1], str)):
         raise InvalidPageToken("page_token carries no valid position")
     step, producer, seq, idx = after
-    if not all(type(v) is int for v in (step, seq, idx)):
+    if not all(type(v) is int for v in (step, seq, idx)) or not (
+        -(2**63) <= step < 2**63 and 0 <= seq < 2**64 and 0 <= idx < 2**32
+    ):  # the point's columns: Int64 step, UInt64 seq, UInt32 idx
         raise InvalidPageToken("page_token carries no valid position")
     return (step, producer, seq, idx)

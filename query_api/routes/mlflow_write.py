@@ -19,6 +19,7 @@ from query_api import mlflow_writes as mw
 from query_api import paging
 from query_api.errors import BadRequest, ExperimentNotFound, RunNotFound
 from query_api.responses import SafeJSONResponse
+from query_api.search.parser import ends_in_escape
 from query_api.services import Services, services
 from query_api.writer import experiment_name_key, run_key
 
@@ -66,6 +67,8 @@ def _name_filter(text: str) -> str | None:
     op, value = m.group(1).upper(), m.group(3)
     if op == "=":
         return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if ends_in_escape(value):
+        raise BadRequest(f"Invalid experiment filter {text!r}: the pattern ends with a backslash")
     return value
 
 

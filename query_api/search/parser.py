@@ -158,7 +158,13 @@ class _Parser:
                 f"expected a comparison operator, found {t.describe()}", t.position
             )
         _check_op(key, op, t)
+        at = self.tok.position
         value = self.literal(key)
+        if op in ("LIKE", "ILIKE") and isinstance(value, str) and ends_in_escape(value):
+            raise FilterSyntaxError(
+                "a LIKE pattern cannot end with an escaping backslash (write \\\\ for one)",
+                at,
+            )
         return Comparison(key, op, value, key.position)
 
     def in_list(self, key: Key, op: str, op_token: Token) -> Comparison:
@@ -278,3 +284,9 @@ def _flatten(items: list[Expr], cls: type[And] | type[Or]) -> list[Expr]:
         else:
             out.append(item)
     return out
+
+
+def ends_in_escape(pattern: str) -> bool:
+    """Whether the pattern's last character is a backslash that escapes nothing (an odd run
+    of them): ClickHouse refuses such a LIKE pattern."""
+    return (len(pattern) - len(pattern.rstrip("\\"))) % 2 == 1

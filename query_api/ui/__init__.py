@@ -77,8 +77,12 @@ def asset(name: str) -> Response:
     if not is_built():
         return _not_built()
     root = STATIC_DIR.resolve()
-    path = (root / name).resolve()
-    if root not in path.parents or not path.is_file():
+    try:
+        path = (root / name).resolve()
+        found = root in path.parents and path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+        found = False
+    if not found:
         return error_response(404, "ENDPOINT_NOT_FOUND", f"no UI asset {name!r}")
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if path.suffix in (".js", ".mjs"):

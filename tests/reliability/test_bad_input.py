@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import socket
 import time
 from collections import Counter
@@ -20,6 +22,7 @@ import producers
 from producers.config import ClientConfig
 from producers.errors import InvalidKey
 from producers.transport import HTTP_CONTENT_TYPE
+from query_api import ui
 from query_api.app import create_app
 from query_api.settings import Settings
 from tests.query_api.live import ServerThread
@@ -528,3 +531,61 @@ def test_every_openapi_operation_fuzzed_with_auth_never_5xx(
     assert any("analytics" in p for _, p in seen)
     assert not problems, "\n".join(sorted(set(problems))[:40])
     assert statuses[200] > 20, statuses
+
+
+def _token(obj: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+
+def test_odd_tokens_patterns_and_paths_are_4xx_never_5xx(
+    chdb_client: Any, projects: Projects
+) -> None:
+    """Valid-looking input that once reached a 5xx: page and consistency tokens nested too
+    deep for the JSON decoder, a history cursor out of its columns' range, LIKE patterns
+    ending with an escaping backslash (ClickHouse refuses them), a NUL byte in a UI path."""
+    nested = base64.urlsafe_b64encode(b"[" * 3000).decode()
+    h = projects.ha
+    with secured_client(chdb_client, projects) as (api, _):
+        bad = [
+            api.get("/api/v1/experiments", params={"page_token": nested}, headers=h),
+            api.post(
+                f"{MLFLOW}/runs/search",
+                json={"experiment_ids": ["ea"], "page_token": nested},
+                headers=h,
+            ),
+            api.get(
+                f"{MLFLOW}/metrics/get-history",
+                params={"run_id": "ra", "metric_key": "acc", "page_token": nested},
+                headers=h,
+            ),
+            api.get("/api/v1/runs/ra", params={"consistency": "c1." + nested}, headers=h),
+            api.get("/api/v1/runs/ra", headers={**h, "X-Runstream-Consistency": "c1." + nested}),
+        ]
+        history = "/api/v1/runs/ra/metrics/acc/history"
+        page = api.get(history, params={"max_results": 1}, headers=h)
+        assert page.status_code == 200, page.text
+        state = json.loads(base64.urlsafe_b64decode(page.json()["next_page_token"] + "=="))
+        step, producer, _, idx = state["after"]
+        for after in (
+            [step, producer, -5, idx],
+            [step, producer, 2**64, idx],
+            [2**63, producer, 0, idx],
+        ):
+            token = _token({**state, "after": after})
+            bad.append(api.get(history, params={"max_results": 1, "page_token": token}, headers=h))
+        for flt in ("params.lr LIKE '%\\'", "tags.team ILIKE 'a\\\\\\'"):
+            bad.append(api.post("/api/v1/runs/search", json={"filter": flt}, headers=h))
+            body = {"experiment_ids": ["ea"], "filter": flt}
+            bad.append(api.post(f"{MLFLOW}/runs/search", json=body, headers=h))
+        bad.append(
+            api.get(f"{MLFLOW}/experiments/search", params={"filter": "name LIKE 'a\\'"}, headers=h)
+        )
+        for r in bad:
+            assert_error(r, 400)
+        # an even run of backslashes is a literal one: the search runs
+        ok = api.post("/api/v1/runs/search", json={"filter": "params.lr LIKE '%\\\\'"}, headers=h)
+        assert ok.status_code == 200, ok.text
+        nul = api.get("/ui/static/a%00b")
+        assert nul.status_code < 500, nul.text
+        if ui.is_built():
+            assert_error(nul, 404)
