@@ -146,17 +146,23 @@ async def ensure_default_experiment(svc: Services, eid: str) -> None:
         )
 
 
-async def _live_experiment(svc: Services, experiment_id: str) -> str:
+async def _live_experiment(svc: Services, experiment_id: str | None) -> str:
+    """The id of a live experiment a write names (404 when absent or deleted). Unlike a run
+    create, an experiment write must name it: none is not the Default experiment ("0" is)."""
+    if not experiment_id:
+        raise BadRequest("Missing value for required parameter 'experiment_id'")
     eid = resolve_experiment_id(svc, experiment_id)
     await run_in_threadpool(checked_experiment, svc, eid)
     return eid
 
 
 async def update_experiment(svc: Services, req: rq.UpdateExperiment) -> None:
-    if not req.new_name or not req.new_name.strip():
+    new_name = (req.new_name or "").strip()  # checked and written as create does
+    if not new_name:
         raise BadRequest("Missing value for required parameter 'new_name'")
+    if len(new_name) > 250:
+        raise BadRequest("experiment name exceeds 250 characters")
     eid = await _live_experiment(svc, req.experiment_id)
-    new_name = req.new_name
 
     def holder() -> dict[str, Any] | None:
         svc.wait_for([experiment_name_key(svc.write_project, new_name)])
@@ -164,12 +170,11 @@ async def update_experiment(svc: Services, req: rq.UpdateExperiment) -> None:
 
     taken = await run_in_threadpool(holder)
     if taken is not None and taken["experiment_id"] != eid:
-        raise AlreadyExists(f"Experiment '{req.new_name}' already exists.")
+        raise AlreadyExists(f"Experiment '{new_name}' already exists.")
     env = svc.writer.envelope(eid)
-    name = req.new_name.strip()
     await svc.writer.emit(
-        [ExperimentRenamed(envelope=env, name=name)],
-        [experiment_name_key(svc.write_project, name)],
+        [ExperimentRenamed(envelope=env, name=new_name)],
+        [experiment_name_key(svc.write_project, new_name)],
     )
 
 

@@ -180,3 +180,44 @@ async def _produce(bootstrap: str, topic: str, event: Any) -> None:
         await log.send([(partition_key(event), encode(event))])
     finally:
         await log.close()
+
+
+@pytest.mark.stack
+def test_experiment_writes_name_their_experiment_and_check_the_name_they_write(
+    live: Callable[..., Any], connection: Any, kafka_topic: str
+) -> None:
+    """An experiment write without an experiment id is a 400 (it acted on the Default
+    experiment); a rename is checked as it is written: stripped, unique, at most 250
+    characters (a padded copy of a taken name was accepted, then dropped by the processors)."""
+    with (
+        live() as app,
+        httpx.Client(base_url=f"{app.url}/api/2.0/mlflow", timeout=60) as api,
+    ):
+        taken = api.post("/experiments/create", json={"name": "taken"}).json()["experiment_id"]
+        eid = api.post("/experiments/create", json={"name": "mine"}).json()["experiment_id"]
+        assert taken != eid
+        for path, body in (
+            ("/experiments/delete", {}),
+            ("/experiments/restore", {"experiment_id": ""}),
+            ("/experiments/update", {"new_name": "x"}),
+            ("/experiments/set-experiment-tag", {"key": "k", "value": "v"}),
+        ):
+            r = api.post(path, json=body)
+            assert r.status_code == 400, (path, r.text)
+            assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+            assert "experiment_id" in r.json()["message"]
+        clash = api.post("/experiments/update", json={"experiment_id": eid, "new_name": " taken "})
+        assert clash.status_code == 400, clash.text
+        assert clash.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
+        long = api.post("/experiments/update", json={"experiment_id": eid, "new_name": "n" * 251})
+        assert long.status_code == 400, long.text
+        ok = api.post("/experiments/update", json={"experiment_id": eid, "new_name": " renamed "})
+        assert ok.status_code == 200, ok.text
+        got = api.get("/experiments/get", params={"experiment_id": eid}).json()["experiment"]
+        assert got["name"] == "renamed"
+        assert (
+            api.get("/experiments/get", params={"experiment_id": taken}).json()["experiment"][
+                "lifecycle_stage"
+            ]
+            == "active"
+        )
