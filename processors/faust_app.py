@@ -231,8 +231,20 @@ class FaustProjector:
                     continue  # not sought by us (not assigned any more)
                 ordered = [recs[o] for o in sorted(recs) if o >= start]
                 if ordered and ordered[0].offset > start and partition not in self._redo:
+                    if not await self._log_starts_at(partition, ordered[0].offset):
+                        # records fetched before our last seek (faust's stream buffer
+                        # outlives it): projected, they would pass over start..first-1
+                        log.warning(
+                            "%s[%d]: expected offset %d, got %d: dropped, re-sought",
+                            self.topic,
+                            partition,
+                            start,
+                            ordered[0].offset,
+                        )
+                        await self._reseek(partition)
+                        continue
                     log.warning(
-                        "%s[%d]: expected offset %d, got %d (gap in the log?)",
+                        "%s[%d]: expected offset %d, the log starts at %d now (retention)",
                         self.topic,
                         partition,
                         start,
@@ -404,6 +416,28 @@ class FaustProjector:
         if r is not None and r.redo_last is not None:
             self._redo[tp.partition] = r.redo_last
         return offset
+
+    async def _log_starts_at(self, partition: int, offset: int) -> bool:
+        """Whether the log of `partition` starts at `offset` or later now (the records
+        before it were deleted: retention), so a slice starting there has no gap before it.
+        False when the broker cannot say."""
+        consumer: Any = self.app.consumer
+        tp = next(
+            (
+                t
+                for t in consumer.assignment()
+                if t.topic == self.topic and t.partition == partition
+            ),
+            None,
+        )
+        if tp is None:
+            return False
+        try:
+            earliest = await consumer.earliest_offsets(tp)
+        except Exception as exc:  # noqa: BLE001 - unknown: treated as a gap, re-sought
+            log.warning("%s[%d]: log start unknown (%s)", self.topic, partition, exc)
+            return False
+        return offset <= int(earliest.get(tp, -1))
 
     async def _positions(self) -> dict[int, Any]:
         delay = 0.1

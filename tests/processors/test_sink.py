@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ import schemas
 from processors import pipeline as pipeline_module
 from processors.digest import APPEND_ONLY, digest, rollup_mismatches, summary_mismatches
 from processors.errors import ConfigError, PartitionTaken, ReadModelWriteFailed
+from processors.faust_app import FaustProjector
 from processors.migrate import migrate, migrations, pack_small_parts
 from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
@@ -328,6 +330,90 @@ def test_a_worker_goes_on_when_a_pending_batch_left_the_log(
     assert ClickHouseSink(chdb_client, db).positions("t") == {0: Resume(len(recs))}
     offsets = chdb_client.query(f"SELECT log_offset FROM {db}.events ORDER BY 1").result_rows
     assert [o for (o,) in offsets] == [r.offset for r in recs[4:]]
+
+
+class _FaustConsumer:
+    """What the faust projector asks of faust's consumer: the assignment, a seek, the log
+    start of a partition."""
+
+    def __init__(self, earliest: int = 0) -> None:
+        self.earliest = earliest
+        self.seeks: list[int] = []
+        self._read_offset: dict[Any, Any] = {}
+        self._committed_offset: dict[Any, Any] = {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0)}
+
+    async def seek_wait(self, offsets: dict[Any, int]) -> None:
+        self.seeks += list(offsets.values())
+
+    async def earliest_offsets(self, *tps: Any) -> dict[Any, int]:
+        return {tp: self.earliest for tp in tps}
+
+
+def _faust_events(recs: list[SourceEvent]) -> list[Any]:
+    return [
+        SimpleNamespace(
+            message=SimpleNamespace(
+                topic="t",
+                partition=0,
+                offset=r.offset,
+                timestamp=r.timestamp / 1000,
+                key=r.key,
+                value=r.value,
+                generation_id=1,
+            )
+        )
+        for r in recs
+    ]
+
+
+@pytest.mark.parametrize("earliest", [0, 5])
+def test_the_faust_agent_never_projects_past_records_it_was_not_given(
+    chdb_client: Any, scratch_dbs: list[str], earliest: int
+) -> None:
+    """A stale faust worker's batch 0-7 is refused (another worker wrote 0-4) and re-sought
+    to 5; records 8-10, fetched before the seek, still come out of faust's stream buffer.
+    They must not be projected ahead of 5-7 (which were then lost for good): they are
+    dropped and the partition re-sought, and 5-10 are projected once they come. When the
+    log itself starts at 8 now (retention), 8 onwards go on."""
+    db = new_db_name("fgap")
+    scratch_dbs.append(db)
+    migrate(chdb_client, db)
+    recs = LOG[0][:11]
+    owner = BatchProcessor(ClickHouseSink(chdb_client, db))
+    batch = owner.prepare("t", 0, recs[:5])
+    assert batch is not None
+    asyncio.run(owner.commit(batch))
+    p = FaustProjector(chdb_client, bootstrap="unused:9092", database=db, topic="t")
+    consumer = _FaustConsumer(earliest=8 if earliest else 0)
+    p.app = SimpleNamespace(  # type: ignore[assignment]
+        rebalancing_count=0,
+        consumer_generation_id=1,
+        should_stop=False,
+        rebalancing=False,
+        consumer=consumer,
+    )
+    p.next_offsets[0] = 0  # the stale worker's view
+    p.processor.done[0] = 0
+    asyncio.run(p._handle(_faust_events(recs[0:8])))  # refused: re-sought to 5
+    assert p.next_offsets[0] == 5
+    asyncio.run(p._handle(_faust_events(recs[8:11])))  # fetched before the seek
+    if earliest:
+        assert p.next_offsets[0] == 11  # the log starts at 8: nothing before it to wait for
+        return
+    assert p.next_offsets[0] == 5
+    asyncio.run(p._handle(_faust_events(recs[5:11])))  # what the seek fetches
+    assert ClickHouseSink(chdb_client, db).positions("t") == {0: Resume(11)}
+    clean = new_db_name("fclean")
+    scratch_dbs.append(clean)
+    migrate(chdb_client, clean)
+    alone = BatchProcessor(ClickHouseSink(chdb_client, clean))
+    once = alone.prepare("t", 0, recs)
+    assert once is not None
+    asyncio.run(alone.commit(once))
+    assert digest(chdb_client, db) == digest(chdb_client, clean)  # each record once
 
 
 def test_a_zombie_worker_cannot_write_over_the_new_owner(chdb_client: Any, read_db: str) -> None:
