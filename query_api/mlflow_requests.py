@@ -2,8 +2,9 @@
 
 Rules: unknown fields are ignored (newer clients send more); every limit violation is a
 `BadRequest` (400 INVALID_PARAMETER_VALUE) naming the field, raised before anything is
-produced. Limits: log-batch <= 1000 metrics, 100 params, 100 tags; keys 1-250 characters of
-letters, digits, `_ - . / :` and space; param values <= 6000, tag values <= 8000 characters.
+produced. Limits: log-batch <= 1000 metrics, 100 params, 100 tags, 1000 in total; keys
+1-250 characters of letters, digits, `_ - . / :` and space; param values <= 6000, tag values
+<= 8000 characters.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from query_api.errors import BadRequest
 MAX_METRICS = 1000
 MAX_PARAMS = 100
 MAX_TAGS = 100
+#: metrics, params and tags of one log-batch together (MLflow's own bound)
+MAX_ENTITIES = 1000
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 _KEY = re.compile(r"[\w./\- :]{1,250}\Z", re.ASCII)
@@ -172,6 +175,12 @@ def check_batch(req: LogBatch) -> None:
         raise BadRequest(f"A batch logging request can contain at most {MAX_PARAMS} params")
     if len(req.tags) > MAX_TAGS:
         raise BadRequest(f"A batch logging request can contain at most {MAX_TAGS} tags")
+    total = len(req.metrics) + len(req.params) + len(req.tags)
+    if total > MAX_ENTITIES:
+        raise BadRequest(
+            f"A batch logging request can contain at most {MAX_ENTITIES} metrics, params, and"
+            f" tags in total. Received a batch of {total} entities"
+        )
     seen: dict[str, str] = {}
     for p in req.params:
         check_key(p.key, "key")
