@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,6 +37,8 @@ from processors.migrate import check_identifier, migrate
 from processors.model import SourceEvent
 from processors.pipeline import BatchProcessor
 from processors.sink import ClickHouseSink, Resume
+
+log = logging.getLogger(__name__)
 
 #: a replay batch is cut at this many message bytes (as the live worker's batch_max_bytes)
 BATCH_MAX_BYTES = 16 * 1024 * 1024
@@ -156,7 +159,17 @@ async def replay_async(
             resume = positions.get(p, Resume(0))
             records = _aiter(arch.read(topic, p, resume.offset))
             return await _run_partition(
-                proc, topic, p, resume, records, None, batch_size, progress, stop, result
+                proc,
+                topic,
+                p,
+                resume,
+                records,
+                None,
+                batch_size,
+                progress,
+                stop,
+                result,
+                gap="fail" if bootstrap is None else "stop",
             )
 
         parts = await asyncio.to_thread(archive.partitions, topic)
@@ -329,11 +342,19 @@ async def _run_partition(
     progress: Callable[[ReplayProgress], None] | None,
     stop: threading.Event,
     result: ReplayResult,
+    gap: str = "fail",
 ) -> bool:
-    """Project one partition's records in batches; a pending intent is redone exactly."""
+    """Project one partition's records in batches; a pending intent is redone exactly.
+
+    The records must follow each other from `resume.offset` (the topic is neither compacted
+    nor transactional: its offsets have no holes). At a hole, `gap` = "fail" raises
+    ReplayError (the records are gone: a replay would switch to read models that lack
+    them); "stop" ends this source's pass there, projected up to the hole (the archive
+    pass: Kafka may still hold what a missing segment had)."""
     redo = resume.redo_last
     buf: list[SourceEvent] = []
     size = 0
+    expected = resume.offset
 
     async def flush() -> bool:
         nonlocal buf, size
@@ -356,8 +377,24 @@ async def _run_partition(
         return True
 
     async for rec in records:
-        if rec.offset < resume.offset:
+        if rec.offset < expected:
             continue
+        if rec.offset > expected:
+            if gap == "stop":
+                log.info(
+                    "%s[%d]: the archive has no offsets %d-%d; the rest comes from Kafka",
+                    topic,
+                    partition,
+                    expected,
+                    rec.offset - 1,
+                )
+                break
+            raise ReplayError(
+                f"{topic}[{partition}]: offsets {expected}-{rec.offset - 1} are gone from the"
+                " log and not in the archive (retention, an archive enabled late or pruned):"
+                " a replay would lack them"
+            )
+        expected = rec.offset + 1
         buf.append(rec)
         size += len(rec.value)
         if redo is not None:

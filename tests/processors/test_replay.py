@@ -3,7 +3,9 @@ straight projection, then the pointer switches (chDB; the S3 client is an in-mem
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import importlib
 import io
 import sys
 import threading
@@ -16,13 +18,18 @@ import pytest
 
 from processors import EventArchive, digest, migrate, replay
 from processors.archive import ARCHIVE_SCHEMA, CODEC, decode_segment, encode_segment
-from processors.sink import ClickHouseSink
+from processors.errors import ReplayError
+from processors.pipeline import BatchProcessor
+from processors.sink import ClickHouseSink, Resume
 
 from .conftest import new_db_name
 from .documents import documents
 from .factory import Writer, source
 from .stackutil import stale_pages
 from .test_sink import LOG, _drive
+
+replay_module = importlib.import_module("processors.replay")
+ReplayResult = replay_module.ReplayResult
 
 pytestmark = pytest.mark.stack
 
@@ -186,3 +193,65 @@ def test_a_resumed_replay_leaves_no_stale_document(
     assert done.database == first.database
     assert done.completed
     assert stale_pages(chdb_client, done.database) == []
+
+
+def _archive_without(missing: tuple[int, int]) -> EventArchive:
+    """LOG archived in 3-record segments, but for partition 0's segment `missing` (its first
+    and last offsets): pruned, or written before the archive was enabled."""
+    archive = EventArchive(_FakeS3(), "bucket")
+    for p, recs in LOG.items():
+        for i in range(0, len(recs), 3):
+            seg = recs[i : i + 3]
+            if p != 0 or (seg[0].offset, seg[-1].offset) != missing:
+                archive.put("t", p, seg)
+    return archive
+
+
+def test_a_replay_never_switches_to_read_models_with_a_hole(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """A segment missing from the archive, with no Kafka to take its records from: the
+    replay fails naming the offsets, and reads stay where they were (it projected up to the
+    hole, records after it were never projected past it)."""
+    base = new_db_name("hole")
+    scratch_dbs.append(base)
+    archive = _archive_without((3, 5))
+    with pytest.raises(ReplayError, match=r"t\[0\]: offsets 3-5 are gone"):
+        replay(chdb_client, database=base, archive=archive, source="archive", topic="t")
+    assert ClickHouseSink(chdb_client, base).active_database() == base
+    target = f"{base}_v1"
+    scratch_dbs.append(target)
+    assert ClickHouseSink(chdb_client, target).positions("t").get(0, Resume(0)).offset <= 3
+
+
+def test_the_archive_pass_stops_at_a_hole_for_kafka_to_go_on_from(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """With Kafka to read from, the archive pass of a partition ends at a missing segment:
+    projected up to it, the Kafka pass then starts there (not after it)."""
+    db = new_db_name("stop")
+    scratch_dbs.append(db)
+    migrate(chdb_client, db)
+    archive = _archive_without((3, 5))
+    proc = BatchProcessor(ClickHouseSink(chdb_client, db))
+    result = ReplayResult(db, completed=False, switched=False)
+
+    async def archive_pass() -> bool:
+        records = replay_module._aiter(archive.read("t", 0, 0))
+        return await replay_module._run_partition(
+            proc,
+            "t",
+            0,
+            Resume(0),
+            records,
+            None,
+            2,
+            None,
+            threading.Event(),
+            result,
+            gap="stop",
+        )
+
+    assert asyncio.run(archive_pass())
+    assert ClickHouseSink(chdb_client, db).positions("t") == {0: Resume(3)}
+    assert result.events == 3
