@@ -56,6 +56,8 @@ from schemas import (
 )
 
 DEFAULT_EXPERIMENT = "Default"
+#: the tag MLflow keeps equal to a run's name
+RUN_NAME_TAG = "mlflow.runName"
 _STATUS = {
     "RUNNING": RunStatus.RUNNING,
     "SCHEDULED": RunStatus.RUNNING,
@@ -209,8 +211,9 @@ async def create_run(svc: Services, req: rq.CreateRun, runs: RunDirectory) -> di
         raise BadRequest(f"The experiment {eid} must be in the 'active' state.")
     run_id = new_event_id().replace("-", "")
     # the id's random tail: its head is the creation time, one for ~65 s
-    name = (req.run_name or tags.get("mlflow.runName") or f"run-{run_id[-8:]}").strip()
-    tags["mlflow.runName"] = name
+    given = (req.run_name or "").strip() or tags.get(RUN_NAME_TAG, "").strip()
+    name = given or f"run-{run_id[-8:]}"
+    tags[RUN_NAME_TAG] = name
     user = req.user_id or tags.get("mlflow.user") or ""
     start = req.start_time if req.start_time is not None else now_ms()
     env = svc.writer.envelope(eid, run_id, user=user, occurred_at=start)
@@ -261,9 +264,11 @@ async def update_run(svc: Services, req: rq.UpdateRun, runs: RunDirectory) -> di
     eid = await run_experiment(svc, rid, runs)
     events: list[Any] = []
     changed: dict[str, Any] = {}
-    if req.run_name:
-        events.append(RunRenamed(envelope=svc.writer.envelope(eid, rid), name=req.run_name))
-        changed["name"] = req.run_name
+    name = (req.run_name or "").strip()
+    if name:  # and the mlflow.runName tag, as MLflow keeps them equal
+        events.append(RunRenamed(envelope=svc.writer.envelope(eid, rid), name=name))
+        events.append(TagsSet(envelope=svc.writer.envelope(eid, rid), tags={RUN_NAME_TAG: name}))
+        changed["name"] = name
     if req.status:
         status = _STATUS.get(req.status.upper())
         if status is None:
@@ -346,8 +351,13 @@ async def log_batch(svc: Services, req: rq.LogBatch, runs: RunDirectory) -> None
     tags = {t.key: t.value or "" for t in req.tags}
     if tags:
         events.append(TagsSet(envelope=svc.writer.envelope(eid, rid), tags=tags))
+    name = tags.get(RUN_NAME_TAG, "").strip()
+    if name:  # MLflow: the run's name is its mlflow.runName tag, either way round
+        events.append(RunRenamed(envelope=svc.writer.envelope(eid, rid), name=name))
     await svc.writer.emit(events)
     _remember(entry, params)
+    if name and entry.created is not None:
+        entry.created = {**entry.created, "name": name}
 
 
 async def delete_tag(svc: Services, req: rq.DeleteTag, runs: RunDirectory) -> None:

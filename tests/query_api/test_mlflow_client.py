@@ -92,6 +92,12 @@ client.delete_tag(run2.info.run_id, "gone")
 out["run2_tags"] = sorted(k for k in client.get_run(run2.info.run_id).data.tags if k == "gone")
 client.set_terminated(run2.info.run_id, "FAILED")
 out["run2_status"] = client.get_run(run2.info.run_id).info.status
+client.set_tag(run2.info.run_id, "mlflow.runName", "renamed-by-tag")
+out["tag_rename"] = client.get_run(run2.info.run_id).info.run_name
+client.update_run(run2.info.run_id, name="renamed-by-update")
+r2 = client.get_run(run2.info.run_id)
+out["update_rename"] = [r2.info.run_name, r2.data.tags.get("mlflow.runName")]
+out["blank_name"] = client.create_run(other, run_name="  ").info.run_name
 names = [x.name for x in client.search_experiments(filter_string="name LIKE 'rs-client%'")]
 out["experiments"] = sorted(names)
 
@@ -159,6 +165,10 @@ def test_real_mlflow_client_round_trip(
     assert out["run2_stage"] == "deleted"
     assert out["run2_tags"] == []
     assert out["run2_status"] == "FAILED"
+    # a run's name and its mlflow.runName tag stay equal, whichever is written
+    assert out["tag_rename"] == "renamed-by-tag"
+    assert out["update_rename"] == ["renamed-by-update", "renamed-by-update"]
+    assert out["blank_name"].startswith("run-")
     assert out["recreated"] == [True, "rs-client-other"]
     assert out["experiments"] == ["rs-client", "rs-client-other", "rs-client-renamed"]
     assert out["model_uri"].startswith("models:/")
