@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from query_api.errors import FilterSyntaxError
@@ -26,6 +27,7 @@ from query_api.search import (
 )
 from query_api.search.ast import Entity
 from query_api.search.keys import ATTRIBUTES
+from query_api.search.parser import ends_in_escape
 from schemas.metrics import parse_series_key
 
 NASTY = "'\"`;\\-/*()%_ \n\tx@.,=<>é"
@@ -198,10 +200,17 @@ def test_user_values_only_ever_appear_as_bound_parameters(
 
 @FAST
 @given(st.text(alphabet=st.sampled_from(NASTY), max_size=30))
+@example("x\\")  # an escaping backslash ends it: refused
+@example("x\\\\")  # a literal one: bound
 def test_injection_strings_in_values_are_bound_verbatim(payload: str) -> None:
     quoted = "'" + payload.replace("'", "''") + "'"
+    text = f"params.p = {quoted} or tags.t LIKE {quoted}"
+    if ends_in_escape(payload):  # not a LIKE pattern ClickHouse takes: refused, positioned
+        with pytest.raises(FilterSyntaxError, match="backslash"):
+            parse_filter(text)
+        return
     binder = Binder()
-    sql = Compiler("db", binder).where(parse_filter(f"params.p = {quoted} or tags.t LIKE {quoted}"))
+    sql = Compiler("db", binder).where(parse_filter(text))
     assert list(binder.params.values()) == ["p", payload, "t", payload]
     skeleton = _PLACEHOLDER.sub("?", sql)
     assert "'" not in skeleton
