@@ -148,24 +148,18 @@ def foreign_owned(
 ) -> tuple[set[str], set[str]]:
     """The runs and experiments among these ids that exist in another project than
     `project` (deleted ones included): writes naming them must not come from `project`."""
-    runs: set[str] = set()
-    experiments: set[str] = set()
-    db = store.db
-    if run_ids:
+
+    def owned(table: str, column: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
         rows = store.rows(
-            f"SELECT DISTINCT run_id FROM {db}.runs WHERE run_id IN {{ids:Array(String)}}"
-            " AND project != {project:String}",
-            {"ids": list(run_ids), "project": project},
+            f"SELECT DISTINCT {column} FROM {store.db}.{table}"
+            f" WHERE {column} IN {{ids:Array(String)}} AND project != {{project:String}}",
+            {"ids": list(ids), "project": project},
         )
-        runs = {str(r[0]) for r in rows}
-    if experiment_ids:
-        rows = store.rows(
-            f"SELECT DISTINCT experiment_id FROM {db}.experiments"
-            " WHERE experiment_id IN {ids:Array(String)} AND project != {project:String}",
-            {"ids": list(experiment_ids), "project": project},
-        )
-        experiments = {str(r[0]) for r in rows}
-    return runs, experiments
+        return {str(r[0]) for r in rows}
+
+    return owned("runs", "run_id", run_ids), owned("experiments", "experiment_id", experiment_ids)
 
 
 def require_runs(
