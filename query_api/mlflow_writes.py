@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producers.emit import experiment_id_for
 from query_api import mlflow_requests as rq
-from query_api.errors import AlreadyExists, BadRequest, ExperimentNotFound
+from query_api.errors import AlreadyExists, BadRequest, ExperimentNotFound, NotFound
 from query_api.eventlog import now_ms
 from query_api.services import Services
 from query_api.writer import (
@@ -361,8 +361,17 @@ async def log_batch(svc: Services, req: rq.LogBatch, runs: RunDirectory) -> None
 
 
 async def delete_tag(svc: Services, req: rq.DeleteTag, runs: RunDirectory) -> None:
+    """MLflow: deleting a tag the run does not have is RESOURCE_DOES_NOT_EXIST (read after
+    this process's writes to the run are projected)."""
     rid = req.id
     eid = await run_experiment(svc, rid, runs)
+
+    def has_tag() -> bool:
+        svc.wait_for([run_key(rid)])
+        return req.key in svc.runs.key_values("tags", [rid]).get(rid, {})
+
+    if not await run_in_threadpool(has_tag):
+        raise NotFound(f"No tag with name: {req.key} in run with id {rid}")
     await svc.writer.emit([TagsRemoved(envelope=svc.writer.envelope(eid, rid), keys=[req.key])])
 
 

@@ -90,6 +90,8 @@ client.restore_run(run2.info.run_id)
 client.set_tag(run2.info.run_id, "gone", "1")
 client.delete_tag(run2.info.run_id, "gone")
 out["run2_tags"] = sorted(k for k in client.get_run(run2.info.run_id).data.tags if k == "gone")
+out["delete_missing_tag"] = code(lambda: client.delete_tag(run2.info.run_id, "never-set"))
+out["delete_deleted_tag"] = code(lambda: client.delete_tag(run2.info.run_id, "gone"))
 client.set_terminated(run2.info.run_id, "FAILED")
 out["run2_status"] = client.get_run(run2.info.run_id).info.status
 client.set_tag(run2.info.run_id, "mlflow.runName", "renamed-by-tag")
@@ -164,6 +166,8 @@ def test_real_mlflow_client_round_trip(
     assert out["deleted_stage"] == "deleted"
     assert out["run2_stage"] == "deleted"
     assert out["run2_tags"] == []
+    assert out["delete_missing_tag"] == "RESOURCE_DOES_NOT_EXIST"  # as MLflow answers
+    assert out["delete_deleted_tag"] == "RESOURCE_DOES_NOT_EXIST"
     assert out["run2_status"] == "FAILED"
     # a run's name and its mlflow.runName tag stay equal, whichever is written
     assert out["tag_rename"] == "renamed-by-tag"
