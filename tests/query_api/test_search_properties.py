@@ -57,6 +57,8 @@ def comparisons(draw: st.DrawFn) -> Comparison:
     op = draw(st.sampled_from(["=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"]))
     if op in ("IN", "NOT IN"):
         return Comparison(key, op, tuple(draw(st.lists(strings, min_size=1, max_size=4))))
+    if op in ("LIKE", "ILIKE"):  # a pattern ClickHouse takes (the parser refuses the others)
+        return Comparison(key, op, draw(strings.filter(lambda v: not ends_in_escape(v))))
     return Comparison(key, op, draw(strings))
 
 
