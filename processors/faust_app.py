@@ -269,6 +269,8 @@ class FaustProjector:
             return []  # the range is not complete yet: wait for the next take batch
         del self._redo[partition]
         self._redo_buf.pop(partition, None)
+        if not out or out[0][0].offset > redo_last:  # skipped: its head left the log
+            self.next_offsets[partition] = redo_last + 1
         return out
 
     def _split(self, recs: list[SourceEvent]) -> list[list[SourceEvent]]:

@@ -466,6 +466,8 @@ class ProjectionWorker:
             return []
         del self._redo[partition]
         self._redo_buf.pop(partition, None)
+        if not out or out[0][0].offset > redo_last:  # skipped: its head left the log
+            self.next_offsets[partition] = redo_last + 1
         return out
 
     async def _process_all(

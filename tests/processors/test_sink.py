@@ -416,6 +416,35 @@ def test_the_faust_agent_never_projects_past_records_it_was_not_given(
     assert digest(chdb_client, db) == digest(chdb_client, clean)  # each record once
 
 
+def test_the_faust_agent_goes_on_past_a_pending_batch_whose_head_left_the_log(
+    chdb_client: Any, scratch_dbs: list[str]
+) -> None:
+    """A crash left batch 0-3 at its intent, and retention deleted offsets 0-1: the agent
+    gets 2-3, cannot redo the batch with its bounds, skips them, and goes on from 4 without
+    taking 4 for a hole (it re-sought back to the intent, for ever)."""
+    db = new_db_name("fredo")
+    scratch_dbs.append(db)
+    migrate(chdb_client, db)
+    recs = LOG[0][:8]
+    ClickHouseSink(chdb_client, db).mark_intent("t", 0, 0, 3)
+    p = FaustProjector(chdb_client, bootstrap="unused:9092", database=db, topic="t")
+    consumer = _FaustConsumer(earliest=2)
+    p.app = SimpleNamespace(  # type: ignore[assignment]
+        rebalancing_count=0,
+        consumer_generation_id=1,
+        should_stop=False,
+        rebalancing=False,
+        consumer=consumer,
+    )
+    p.next_offsets[0] = 0  # where the seek to a pending intent puts it
+    p._redo[0] = 3
+    asyncio.run(p._handle(_faust_events(recs[2:4])))
+    asyncio.run(p._handle(_faust_events(recs[4:8])))
+    assert consumer.seeks == []
+    assert p.next_offsets[0] == 8
+    assert ClickHouseSink(chdb_client, db).positions("t") == {0: Resume(8)}
+
+
 def test_a_zombie_worker_cannot_write_over_the_new_owner(chdb_client: Any, read_db: str) -> None:
     """Worker A prepared a batch, then stalled past its session timeout; B took the partition
     over and wrote part of the same offsets with other batch bounds. A's late commit must be
