@@ -352,6 +352,21 @@ class _FaustConsumer:
         return {tp: self.earliest for tp in tps}
 
 
+def _faust_projector(client: Any, db: str, earliest: int) -> tuple[FaustProjector, _FaustConsumer]:
+    """A faust projector over `db` whose app is a stand-in (generation 1, no rebalance)
+    around a `_FaustConsumer` whose log starts at `earliest`."""
+    p = FaustProjector(client, bootstrap="unused:9092", database=db, topic="t")
+    consumer = _FaustConsumer(earliest=earliest)
+    p.app = SimpleNamespace(  # type: ignore[assignment]
+        rebalancing_count=0,
+        consumer_generation_id=1,
+        should_stop=False,
+        rebalancing=False,
+        consumer=consumer,
+    )
+    return p, consumer
+
+
 def _faust_events(recs: list[SourceEvent]) -> list[Any]:
     return [
         SimpleNamespace(
@@ -386,15 +401,7 @@ def test_the_faust_agent_never_projects_past_records_it_was_not_given(
     batch = owner.prepare("t", 0, recs[:5])
     assert batch is not None
     asyncio.run(owner.commit(batch))
-    p = FaustProjector(chdb_client, bootstrap="unused:9092", database=db, topic="t")
-    consumer = _FaustConsumer(earliest=8 if earliest else 0)
-    p.app = SimpleNamespace(  # type: ignore[assignment]
-        rebalancing_count=0,
-        consumer_generation_id=1,
-        should_stop=False,
-        rebalancing=False,
-        consumer=consumer,
-    )
+    p, consumer = _faust_projector(chdb_client, db, earliest=8 if earliest else 0)
     p.next_offsets[0] = 0  # the stale worker's view
     p.processor.done[0] = 0
     asyncio.run(p._handle(_faust_events(recs[0:8])))  # refused: re-sought to 5
@@ -427,15 +434,7 @@ def test_the_faust_agent_goes_on_past_a_pending_batch_whose_head_left_the_log(
     migrate(chdb_client, db)
     recs = LOG[0][:8]
     ClickHouseSink(chdb_client, db).mark_intent("t", 0, 0, 3)
-    p = FaustProjector(chdb_client, bootstrap="unused:9092", database=db, topic="t")
-    consumer = _FaustConsumer(earliest=2)
-    p.app = SimpleNamespace(  # type: ignore[assignment]
-        rebalancing_count=0,
-        consumer_generation_id=1,
-        should_stop=False,
-        rebalancing=False,
-        consumer=consumer,
-    )
+    p, consumer = _faust_projector(chdb_client, db, earliest=2)
     p.next_offsets[0] = 0  # where the seek to a pending intent puts it
     p._redo[0] = 3
     asyncio.run(p._handle(_faust_events(recs[2:4])))
