@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -342,7 +342,7 @@ async def _run_partition(
     progress: Callable[[ReplayProgress], None] | None,
     stop: threading.Event,
     result: ReplayResult,
-    gap: str = "fail",
+    gap: Literal["fail", "stop"] = "fail",
 ) -> bool:
     """Project one partition's records in batches; a pending intent is redone exactly.
 

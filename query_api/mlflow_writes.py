@@ -56,6 +56,8 @@ from schemas import (
 )
 
 DEFAULT_EXPERIMENT = "Default"
+#: MLflow's bound on an experiment name (create and rename)
+MAX_EXPERIMENT_NAME = 250
 #: the tag MLflow keeps equal to a run's name
 RUN_NAME_TAG = "mlflow.runName"
 _STATUS = {
@@ -102,8 +104,8 @@ async def create_experiment(svc: Services, req: rq.CreateExperiment) -> str:
     name = req.name.strip()
     if not name:
         raise BadRequest("Invalid value '' for parameter 'name' supplied")
-    if len(name) > 250:
-        raise BadRequest("experiment name exceeds 250 characters")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise BadRequest(f"experiment name exceeds {MAX_EXPERIMENT_NAME} characters")
     tags = {t.key: rq.check_value(t.value, rq.MAX_TAG_VALUE, "value") for t in req.tags}
     for key in tags:
         rq.check_key(key, "key")
@@ -162,8 +164,8 @@ async def update_experiment(svc: Services, req: rq.UpdateExperiment) -> None:
     new_name = (req.new_name or "").strip()  # checked and written as create does
     if not new_name:
         raise BadRequest("Missing value for required parameter 'new_name'")
-    if len(new_name) > 250:
-        raise BadRequest("experiment name exceeds 250 characters")
+    if len(new_name) > MAX_EXPERIMENT_NAME:
+        raise BadRequest(f"experiment name exceeds {MAX_EXPERIMENT_NAME} characters")
     eid = await _live_experiment(svc, req.experiment_id)
 
     def holder() -> dict[str, Any] | None:
